@@ -1,0 +1,1 @@
+"""The conversation core: history, trimming, prompt rendering and streaming replies."""

@@ -1,0 +1,82 @@
+"""The `bot` command line: run, chat, ask."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import typer
+
+from adapters.console import ConsoleChat, answer_once
+from bot.app import open_bot
+from bot.logs import configure_logging
+from bot.manager import ConversationManager
+from bot.settings import Settings, SettingsError, load_settings
+from model.engine import ModelLoadError
+
+EXIT_BAD_SETTINGS = 2
+
+app = typer.Typer(
+    help="A self-hosted team-chat bot answering with a local OpenVINO model.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        typer.echo(f"Invalid settings:\n{error}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    configure_logging(settings.log_level, settings.secrets())
+    return settings
+
+
+def _serve(settings: Settings, session: Callable[[ConversationManager], Awaitable[None]], *, persistent: bool) -> None:
+    async def main() -> None:
+        typer.echo("Loading the model…", err=True)
+        async with open_bot(settings, persistent=persistent) as manager:
+            await session(manager)
+
+    try:
+        asyncio.run(main())
+    except ModelLoadError as error:
+        typer.echo(f"Model error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.callback(invoke_without_command=True)
+def main(context: typer.Context) -> None:
+    """With no command: `bot run`."""
+    if context.invoked_subcommand is None:
+        run()
+
+
+@app.command()
+def run() -> None:
+    """Start every platform whose tokens are set; the console chat when none are."""
+    settings = _settings()
+    platforms = [
+        name for name, token in (("Discord", settings.discord_token), ("Slack", settings.slack_bot_token)) if token
+    ]
+    if platforms:
+        typer.echo(f"{' and '.join(platforms)} token set, but this build has no adapter for it yet.", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS)
+    chat()
+
+
+@app.command()
+def chat() -> None:
+    """Chat in the terminal; replies stream as they are generated."""
+    settings = _settings()
+    _serve(settings, lambda manager: ConsoleChat(manager, sys.stdout).run(), persistent=True)
+
+
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]) -> None:
+    """Print one answer and exit."""
+    settings = _settings()
+    _serve(settings, lambda manager: answer_once(manager, question, sys.stdout), persistent=False)

@@ -1,0 +1,161 @@
+"""All configuration, read from the environment and ``.env`` by pydantic-settings.
+
+Core settings carry the ``BOT_`` prefix; platform secrets keep the names their
+platforms use (``DISCORD_TOKEN``, ``SLACK_BOT_TOKEN`` ...).  ``.env.example``
+documents every key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["CPU", "GPU", "NPU", "AUTO"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a team chat. Answer clearly and concisely."
+
+
+def _default_data_dir() -> Path:
+    return platformdirs.user_data_path("openvino-team-bot")
+
+
+def _platform(name: str, default: Any = None) -> Any:
+    """A setting read from the platform's own variable name (no BOT_ prefix)."""
+    return Field(default=default, validation_alias=AliasChoices(name, name.lower()))
+
+
+def _split_ids(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+    return value
+
+
+# Comma-separated on the environment ("123,456"), a list in code.
+IdList = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
+
+
+class Settings(BaseSettings):
+    """The bot's configuration; construct through ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BOT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    model_path: Path | None = Field(
+        default=None,
+        description="An exported OpenVINO model directory or a .gguf file; empty: the bundled model.",
+    )
+    device: Device = "CPU"
+    ov_properties: dict[str, str] = Field(
+        default_factory=lambda: {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"},
+        description="OpenVINO runtime properties; CACHE_DIR defaults to <data dir>/ov-cache.",
+    )
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_new_tokens: int = Field(default=512, ge=1, le=8192)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    context_size: int | None = Field(
+        default=None, ge=256, description="Prompt + reply token budget; empty: the model's own."
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_level: LogLevel = "INFO"
+
+    discord_token: SecretStr | None = _platform("DISCORD_TOKEN")
+    discord_admin_ids: IdList = _platform("DISCORD_ADMIN_IDS", default=[])
+    discord_channels: IdList = _platform("DISCORD_CHANNELS", default=[])
+    discord_api_base: str = _platform("DISCORD_API_BASE", default="https://discord.com/api/v10")
+    discord_gateway_url: str | None = _platform("DISCORD_GATEWAY_URL")
+
+    slack_bot_token: SecretStr | None = _platform("SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = _platform("SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = _platform("SLACK_SIGNING_SECRET")
+    slack_mode: Literal["socket", "http"] = _platform("SLACK_MODE", default="socket")
+    slack_port: int = _platform("SLACK_PORT", default=3000)
+    slack_admin_ids: IdList = _platform("SLACK_ADMIN_IDS", default=[])
+    slack_channels: IdList = _platform("SLACK_CHANNELS", default=[])
+    slack_api_url: str = _platform("SLACK_API_URL", default="https://slack.com/api/")
+
+    @field_validator("device", "log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("ov_properties", mode="after")
+    @classmethod
+    def _property_names_upper(cls, value: dict[str, str]) -> dict[str, str]:
+        return {key.upper(): str(item) for key, item in value.items()}
+
+    @field_validator(
+        "model_path",
+        "context_size",
+        "discord_token",
+        "discord_gateway_url",
+        "slack_bot_token",
+        "slack_app_token",
+        "slack_signing_secret",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def secrets(self) -> list[SecretStr]:
+        """Every secret value that is set, for redaction from logs."""
+        candidates = (self.discord_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret)
+        return [secret for secret in candidates if secret is not None]
+
+    @property
+    def models_dir(self) -> Path:
+        """Where bundled and exported models are kept."""
+        return self.data_dir / "models"
+
+    @property
+    def history_db(self) -> Path:
+        """The SQLite file that keeps every conversation's history."""
+        return self.data_dir / "history.sqlite3"
+
+    def runtime_properties(self) -> dict[str, str]:
+        """OpenVINO properties for compiling the model, with the cache directory filled in."""
+        properties = dict(self.ov_properties)
+        properties.setdefault("CACHE_DIR", str(self.data_dir / "ov-cache"))
+        return properties
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; ``str()`` names each variable and why."""
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    field = Settings.model_fields[field_name]
+    if isinstance(field.validation_alias, AliasChoices):
+        return str(field.validation_alias.choices[0])
+    return f"BOT_{field_name.upper()}"
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per invalid variable, never echoing the value (it may be a secret)."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        field_name = str(item["loc"][0]) if item["loc"] else ""
+        variable = env_name(field_name) if field_name in Settings.model_fields else field_name
+        lines.append(f"{variable}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; raise ``SettingsError`` if invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None

@@ -1,0 +1,82 @@
+"""The engine interface the conversation core talks to.
+
+The core never touches openvino_genai directly: it renders a prompt, hands it to an
+``Engine`` and consumes a ``TokenStream`` of text chunks.  Anything that satisfies
+this protocol (a real OpenVINO pipeline, a pool of them, a model being hot-swapped)
+can sit behind the conversation manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from bot.types import ChatMessage, ReplyStats
+
+ModelFamily = Literal["phi3", "generic"]
+
+
+class EngineError(RuntimeError):
+    """Generation failed inside the engine."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model is missing, incomplete or unreadable; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Per-request decoding settings."""
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the core needs to know about a loaded model."""
+
+    name: str
+    family: ModelFamily
+    path: Path
+    context_size: int
+
+
+class TokenStream(Protocol):
+    """Async iterator of reply text chunks; ``stats`` is set once it is exhausted."""
+
+    stats: ReplyStats | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None:
+        """Stop generating; safe to call at any time, also after the end."""
+
+
+class Engine(Protocol):
+    """A loaded chat model that streams replies without blocking the event loop."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def control_tokens(self) -> frozenset[str]:
+        """Strings that the tokenizer turns into special (control) token ids."""
+
+    async def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` exactly as the prompt will be tokenized."""
+
+    async def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes in a prompt."""
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """Render messages with the model's own chat template, ending in a generation prompt."""
+
+    def stream(self, prompt: str, params: GenerationParams) -> TokenStream:
+        """Start generating a reply to an already rendered prompt."""
+
+    async def aclose(self) -> None:
+        """Release the model once no stream uses it any more."""

@@ -1,0 +1,106 @@
+"""Find, check and load the configured model.
+
+A model is either an exported OpenVINO directory (``openvino_model.xml`` beside
+its tokenizer, detokenizer and ``config.json``) or a single ``.gguf`` file.  Every
+problem found before compiling is reported with what is missing and where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from model.bundled import ensure_bundled_model
+from model.engine import ModelFamily, ModelInfo, ModelLoadError
+from model.openvino_engine import OpenVINOEngine
+
+log = logging.getLogger(__name__)
+
+OPENVINO_MODEL_FILES = (
+    "openvino_model.xml",
+    "openvino_model.bin",
+    "openvino_tokenizer.xml",
+    "openvino_detokenizer.xml",
+)
+DEFAULT_CONTEXT = 4096
+
+
+def resolve_model_path(model_path: Path | None, models_dir: Path, *, progress: bool = True) -> Path:
+    """The configured model, or the bundled one (fetched on first use) when none is set."""
+    if model_path is None:
+        return ensure_bundled_model(models_dir, progress=progress)
+    if not model_path.exists():
+        raise ModelLoadError(
+            f"BOT_MODEL_PATH points to {model_path}, which does not exist. "
+            "Export a model with `bot export`, or unset BOT_MODEL_PATH to use the bundled model."
+        )
+    return model_path
+
+
+def inspect_model(path: Path, context_size: int | None = None) -> ModelInfo:
+    """Check that ``path`` holds a complete model and read its family and context size."""
+    if path.is_dir():
+        family, native_context, name = _inspect_openvino_dir(path)
+    elif path.suffix.lower() == ".gguf":
+        family, native_context, name = _inspect_gguf(path)
+    else:
+        raise ModelLoadError(f"{path} is neither an exported OpenVINO model directory nor a .gguf file.")
+    return ModelInfo(name=name, family=family, path=path, context_size=context_size or native_context)
+
+
+def load_engine(
+    path: Path, device: str, properties: Mapping[str, str], context_size: int | None = None
+) -> OpenVINOEngine:
+    """Inspect and compile the model (blocking: run it in a thread from async code)."""
+    info = inspect_model(path, context_size)
+    log.info("Loading %s (%s, context %d) on %s", info.name, info.family, info.context_size, device)
+    try:
+        return OpenVINOEngine.load(info, device, properties)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"OpenVINO could not load the model at {path} on {device}: {first_line}") from error
+
+
+def _inspect_openvino_dir(path: Path) -> tuple[ModelFamily, int, str]:
+    missing = [name for name in OPENVINO_MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"The model directory {path} is incomplete: missing {', '.join(missing)}. Re-export it with `bot export`."
+        )
+    config = _read_json(path / "config.json")
+    family: ModelFamily = "phi3" if config.get("model_type") == "phi3" else "generic"
+    context = int(config.get("max_position_embeddings") or DEFAULT_CONTEXT)
+    name = str(config.get("_name_or_path") or path.name)
+    return family, context, name
+
+
+def _inspect_gguf(path: Path) -> tuple[ModelFamily, int, str]:
+    from gguf import GGUFReader  # imported here: only GGUF models need it
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as error:
+        raise ModelLoadError(f"{path} is not a readable GGUF model ({error}).") from error
+    architecture = str(_gguf_field(reader, "general.architecture") or "")
+    context = _gguf_field(reader, f"{architecture}.context_length") or DEFAULT_CONTEXT
+    name = str(_gguf_field(reader, "general.name") or path.stem)
+    family: ModelFamily = "phi3" if architecture == "phi3" else "generic"
+    return family, int(context), name
+
+
+def _gguf_field(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    return field.contents() if field is not None else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path} is not valid JSON ({error}).") from error
+    return data if isinstance(data, dict) else {}

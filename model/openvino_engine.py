@@ -1,0 +1,184 @@
+"""OpenVINO GenAI behind the ``Engine`` interface, run off the asyncio loop.
+
+One ``LLMPipeline`` runs one ``generate()`` at a time, so every generation goes
+through a single worker thread: requests queue in arrival order and a request that
+is cancelled before its turn never reaches the pipeline.  Tokenizer calls use a
+separate thread so that counting tokens for trimming never waits on a generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openvino_genai as ov_genai
+
+from bot.types import ChatMessage, ReplyStats
+from model.engine import EngineError, GenerationParams, ModelInfo
+
+# A vocabulary entry that looks like a markup tag (<|end|>, <s>, <filename>) is a
+# candidate control token; it only counts if the tokenizer maps the raw text to it.
+_CONTROL_CANDIDATE = re.compile(r"<[^\s<>]{1,40}>")
+_PHI3_STOP_TOKENS = ("<|end|>", "<|endoftext|>")
+_DONE = object()
+
+
+class OpenVINOEngine:
+    """A chat model served by ``openvino_genai.LLMPipeline``."""
+
+    def __init__(self, pipeline: Any, info: ModelInfo) -> None:
+        self._pipeline = pipeline
+        self._tokenizer = pipeline.get_tokenizer()
+        self._info = info
+        self._generator = ThreadPoolExecutor(1, thread_name_prefix="ov-generate")
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ov-tokenize")
+        self._control_tokens = self._find_control_tokens()
+        self._stop_token_ids = self._stop_ids()
+
+    @classmethod
+    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str]) -> OpenVINOEngine:
+        """Compile the model at ``info.path`` for ``device`` (blocking; call from a thread)."""
+        pipeline = ov_genai.LLMPipeline(str(info.path), device, **dict(properties))
+        return cls(pipeline, info)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def control_tokens(self) -> frozenset[str]:
+        return self._control_tokens
+
+    async def encode(self, text: str) -> list[int]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, self._encode_sync, text)
+
+    async def count_tokens(self, text: str) -> int:
+        return len(await self.encode(text))
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        history = [{"role": m.role, "content": m.content} for m in messages]
+        return str(self._tokenizer.apply_chat_template(history, add_generation_prompt=True))
+
+    def stream(self, prompt: str, params: GenerationParams) -> OpenVINOTokenStream:
+        return OpenVINOTokenStream(self, prompt, self._generation_config(params))
+
+    async def aclose(self) -> None:
+        self._generator.shutdown(wait=True, cancel_futures=True)
+        self._tokenizer_thread.shutdown(wait=True)
+        self._pipeline = None
+
+    def _encode_sync(self, text: str) -> list[int]:
+        encoded = self._tokenizer.encode(text, add_special_tokens=True)
+        return [int(i) for i in encoded.input_ids.data[0]]
+
+    def _find_control_tokens(self) -> frozenset[str]:
+        found = set()
+        for raw, token_id in self._tokenizer.get_vocab().items():
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            if not _CONTROL_CANDIDATE.fullmatch(text):
+                continue
+            ids = self._tokenizer.encode(f"a{text}b", add_special_tokens=False).input_ids.data[0]
+            if int(token_id) in (int(i) for i in ids):
+                found.add(text)
+        return frozenset(found)
+
+    def _stop_ids(self) -> set[int]:
+        stop = {int(self._tokenizer.get_eos_token_id())}
+        if self._info.family == "phi3":
+            for token in _PHI3_STOP_TOKENS:
+                ids = self._tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+                if len(ids) == 1:
+                    stop.add(int(ids[0]))
+        return stop
+
+    def _generation_config(self, params: GenerationParams) -> Any:
+        config = self._pipeline.get_generation_config()
+        config.max_new_tokens = params.max_new_tokens
+        # The core renders the prompt itself; a second template pass would nest it.
+        config.apply_chat_template = False
+        config.stop_token_ids = self._stop_token_ids
+        config.do_sample = params.temperature > 0
+        if config.do_sample:
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+        return config
+
+    def _generate_sync(self, prompt: str, config: Any, streamer: Any) -> Any:
+        if self._pipeline is None:
+            raise EngineError("the model was unloaded")
+        return self._pipeline.generate([prompt], config, streamer)
+
+
+class OpenVINOTokenStream:
+    """Chunks from one ``generate()`` call, handed from the worker thread to the loop."""
+
+    def __init__(self, engine: OpenVINOEngine, prompt: str, config: Any) -> None:
+        self._engine = engine
+        self._prompt = prompt
+        self._config = config
+        self._stop = threading.Event()
+        self._future: asyncio.Future[Any] | None = None
+        self.stats: ReplyStats | None = None
+        self.text = ""
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._chunks()
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._future is not None and not self._future.done():
+            # A queued request is dropped; a running one stops at its next token.
+            self._future.cancel()
+            await asyncio.gather(self._future, return_exceptions=True)
+
+    async def _chunks(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def on_chunk(chunk: str) -> ov_genai.StreamingStatus:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            stopped = self._stop.is_set()
+            return ov_genai.StreamingStatus.STOP if stopped else ov_genai.StreamingStatus.RUNNING
+
+        future = loop.run_in_executor(
+            self._engine._generator, self._engine._generate_sync, self._prompt, self._config, on_chunk
+        )
+        self._future = future
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                self.text += str(item)
+                yield str(item)
+            tail = self._finish(future)
+            if tail:
+                yield tail
+        finally:
+            await self.aclose()
+
+    def _finish(self, future: asyncio.Future[Any]) -> str:
+        """Record stats; return any text the final result holds beyond what was streamed."""
+        if future.cancelled():
+            return ""
+        error = future.exception()
+        if error is not None:
+            raise EngineError(f"generation failed: {error}") from error
+        result = future.result()
+        metrics = result.perf_metrics
+        self.stats = ReplyStats(
+            model_name=self._engine.info.name,
+            prompt_tokens=int(metrics.get_num_input_tokens()),
+            generated_tokens=int(metrics.get_num_generated_tokens()),
+            ttft_s=float(metrics.get_ttft().mean) / 1000,
+            tpot_s=float(metrics.get_tpot().mean) / 1000,
+        )
+        final = str(result.texts[0])
+        if final.startswith(self.text) and len(final) > len(self.text):
+            tail = final[len(self.text) :]
+            self.text = final
+            return tail
+        return ""

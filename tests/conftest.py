@@ -1,0 +1,66 @@
+"""Shared fixtures: the real bundled model, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.memory import MemoryAdapter
+from bot.manager import ConversationConfig, ConversationManager
+from bot.settings import DEFAULT_SYSTEM_PROMPT
+from bot.store import MemoryHistoryStore
+from model.bundled import ensure_bundled_model
+from model.loader import load_engine
+from model.openvino_engine import OpenVINOEngine
+from model.slot import EngineSlot
+
+REPO = Path(__file__).resolve().parent.parent
+# Kept between runs (and ignored by git) so the suite downloads the model once.
+MODELS_CACHE = Path(os.environ.get("BOT_TEST_MODELS_DIR", REPO / ".cache" / "models"))
+TEST_MAX_NEW_TOKENS = 48
+_PLATFORM_VARIABLES = ("DISCORD_", "SLACK_", "BOT_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No test reads the developer's .env or settings, or writes outside tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(_PLATFORM_VARIABLES) and name != "BOT_TEST_MODELS_DIR":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_DATA_DIR", str(tmp_path / "data"))
+    yield tmp_path
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    """The bundled GGUF model, fetched once into the test cache."""
+    return ensure_bundled_model(MODELS_CACHE, progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine(bundled_model: Path) -> OpenVINOEngine:
+    """The real bundled model on CPU, shared by the whole session (never closed by a test)."""
+    return load_engine(bundled_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"})
+
+
+def make_manager(engine: OpenVINOEngine, **config: object) -> ConversationManager:
+    """A manager over the shared engine with an in-memory history."""
+    settings: dict[str, object] = {"system_prompt": DEFAULT_SYSTEM_PROMPT, "max_new_tokens": TEST_MAX_NEW_TOKENS}
+    settings.update(config)
+    return ConversationManager(EngineSlot(engine), MemoryHistoryStore(), ConversationConfig(**settings))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def manager(engine: OpenVINOEngine) -> ConversationManager:
+    """A fresh conversation manager on the real model."""
+    return make_manager(engine)
+
+
+@pytest.fixture
+async def bot(manager: ConversationManager) -> AsyncIterator[MemoryAdapter]:
+    """The whole bot behind an in-memory adapter: `await bot.say("hi")`."""
+    yield MemoryAdapter(manager)
