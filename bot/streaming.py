@@ -1,0 +1,178 @@
+"""Streaming a reply into chat messages: post early, edit under a rate budget, split long text.
+
+Platforms differ only in how a message is posted and edited (a ``MessageSink``) and
+in their length limit; the pacing and splitting live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
+
+H = TypeVar("H")
+
+FENCE = "```"
+EMPTY_REPLY = "(The model returned an empty reply.)"
+_MIN_LIMIT = 32
+
+
+class MessageSink(Protocol[H]):
+    """Where a platform adapter posts and edits the messages of one reply."""
+
+    async def send(self, text: str) -> H:
+        """Post a new message and return a handle to edit it later."""
+
+    async def edit(self, handle: H, text: str) -> None:
+        """Replace the text of a message posted by ``send``."""
+
+
+class EditBudget:
+    """Paces edits: each message at most once per interval, all replies within one shared rate.
+
+    One instance is shared by every reply in flight on a platform (a token bucket),
+    so ten simultaneous replies do not edit ten times as often as one.
+    """
+
+    def __init__(
+        self,
+        per_message_interval: float = 1.0,
+        edits_per_second: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.per_message_interval = per_message_interval
+        self._rate = edits_per_second
+        self._capacity = max(1.0, edits_per_second)
+        self._tokens = self._capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+
+    def try_take(self, last_edit_at: float) -> bool:
+        """Take a token if the message's interval has passed and one is free; never waits."""
+        if self._clock() - last_edit_at < self.per_message_interval:
+            return False
+        self._refill()
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def take(self) -> None:
+        """Take a token, waiting for one (for edits that must happen, like the last one)."""
+        self._refill()
+        if self._tokens < 1:
+            await self._sleep((1 - self._tokens) / self._rate)
+            self._refill()
+        # Concurrent waiters may drive the bucket below zero: that debt delays later edits,
+        # which keeps the average rate while every must-happen edit still goes out.
+        self._tokens -= 1
+
+    def now(self) -> float:
+        """The budget's clock."""
+        return self._clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + max(0.0, now - self._updated) * self._rate)
+        self._updated = now
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` characters.
+
+    Cuts prefer a line break, then a space.  A code block that spans a cut is closed
+    at the end of one part and reopened (same language tag) at the start of the next.
+    """
+    if limit < _MIN_LIMIT:
+        raise ValueError(f"limit must be at least {_MIN_LIMIT} characters")
+    parts: list[str] = []
+    rest, reopen = text, ""
+    while rest:
+        room = limit - len(reopen)
+        if len(rest) <= room:
+            parts.append(reopen + rest)
+            break
+        # Leave room for a closing fence in case the cut lands inside a code block.
+        cut = _cut_point(rest, room - len(FENCE) - 1)
+        piece = reopen + rest[:cut]
+        opener = _open_fence(piece)
+        if opener is not None:
+            piece = piece.rstrip("\n") + "\n" + FENCE
+            reopen = opener + "\n"
+        else:
+            reopen = ""
+        parts.append(piece)
+        rest = rest[cut:]
+    return parts
+
+
+def _cut_point(text: str, room: int) -> int:
+    """Where to cut ``text`` so the first piece has at most ``room`` characters."""
+    window = text[:room]
+    for separator in ("\n", " "):
+        position = window.rfind(separator)
+        if position >= room // 2:
+            return position + 1
+    return room
+
+
+def _open_fence(text: str) -> str | None:
+    """The opening fence line of a code block still open at the end of ``text``."""
+    opener = None
+    for line in text.splitlines():
+        if line.lstrip().startswith(FENCE):
+            opener = None if opener is not None else line.strip()
+    return opener
+
+
+async def stream_to_sink(chunks: AsyncIterable[str], sink: MessageSink[H], budget: EditBudget, limit: int) -> list[H]:
+    """Show a streamed reply in as few messages as its length needs; return their handles.
+
+    The first non-blank text is posted at once; later text arrives by edits paced by
+    ``budget``; text beyond ``limit`` continues in further messages.  When the stream
+    ends every message holds exactly its part of ``split_message(full_text, limit)``.
+    """
+    view = _MessagesView(sink, budget, limit)
+    text = ""
+    async for chunk in chunks:
+        text += chunk
+        if text.strip():
+            await view.show(text, final=False)
+    await view.show(text if text.strip() else EMPTY_REPLY, final=True)
+    return view.handles
+
+
+class _MessagesView(Generic[H]):
+    """What is on screen for one reply, and the edits that bring it up to date."""
+
+    def __init__(self, sink: MessageSink[H], budget: EditBudget, limit: int) -> None:
+        self._sink = sink
+        self._budget = budget
+        self._limit = limit
+        self.handles: list[H] = []
+        self._shown: list[str] = []
+        self._edited_at: list[float] = []
+
+    async def show(self, text: str, *, final: bool) -> None:
+        parts = split_message(text, self._limit)
+        for index, part in enumerate(parts):
+            is_last = index == len(parts) - 1
+            if index >= len(self.handles):
+                await self._budget.take()
+                self.handles.append(await self._sink.send(part))
+                self._shown.append(part)
+                self._edited_at.append(self._budget.now())
+            elif self._shown[index] != part:
+                await self._update(index, part, must=final or not is_last)
+
+    async def _update(self, index: int, part: str, *, must: bool) -> None:
+        if must:
+            await self._budget.take()
+        elif not self._budget.try_take(self._edited_at[index]):
+            return
+        await self._sink.edit(self.handles[index], part)
+        self._shown[index] = part
+        self._edited_at[index] = self._budget.now()

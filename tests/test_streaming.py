@@ -1,0 +1,132 @@
+"""Splitting and paced streaming of replies into chat messages (pure logic)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.streaming import EMPTY_REPLY, FENCE, EditBudget, split_message, stream_to_sink
+
+
+class RecordingSink:
+    """Keeps every message and the history of its edits."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.calls: list[tuple[str, int, str]] = []
+
+    async def send(self, text: str) -> int:
+        self.messages.append(text)
+        self.calls.append(("send", len(self.messages) - 1, text))
+        return len(self.messages) - 1
+
+    async def edit(self, handle: int, text: str) -> None:
+        self.messages[handle] = text
+        self.calls.append(("edit", handle, text))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _strip_fences(text: str) -> str:
+    return "".join(line for line in text.splitlines() if not line.strip().startswith(FENCE))
+
+
+def _fence_count(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip().startswith(FENCE))
+
+
+chat_text = st.lists(st.sampled_from(["ab", "c", " ", "\n", "`", "word ", "```py\n", "\n```\n"]), max_size=200).map(
+    "".join
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=chat_text, limit=st.integers(min_value=32, max_value=120))
+def test_split_parts_fit_and_keep_fences_balanced(text: str, limit: int) -> None:
+    parts = split_message(text, limit)
+    assert all(len(part) <= limit for part in parts)
+    assert all(_fence_count(part) % 2 == 0 for part in parts[:-1])
+    assert _strip_fences("".join(parts)).replace("\n", "") == _strip_fences(text).replace("\n", "")
+
+
+def test_split_reopens_code_block_with_its_language() -> None:
+    code = "```python\n" + "\n".join(f"print({i})" for i in range(40)) + "\n```\nDone."
+    parts = split_message(code, 100)
+    assert len(parts) > 2
+    assert parts[0].startswith("```python\n") and parts[0].endswith("\n```")
+    assert all(part.startswith("```python\n") for part in parts[1:-1])
+    assert parts[-1].endswith("Done.")
+
+
+def test_split_prefers_line_breaks() -> None:
+    text = "first line of text\n" * 10
+    assert all(part.endswith("\n") for part in split_message(text, 64)[:-1])
+
+
+def test_short_text_is_one_part() -> None:
+    assert split_message("hello", 2000) == ["hello"]
+
+
+async def _chunks(pieces: list[str], clock: FakeClock, step: float) -> AsyncIterator[str]:
+    for piece in pieces:
+        clock.now += step
+        await asyncio.sleep(0)  # let other replies in flight interleave
+        yield piece
+
+
+async def test_stream_posts_first_chunk_then_edits_at_most_once_per_interval() -> None:
+    clock, sink = FakeClock(), RecordingSink()
+    budget = EditBudget(per_message_interval=1.0, edits_per_second=100, clock=clock)
+    pieces = [f"word{i} " for i in range(50)]  # 50 chunks over 5 seconds
+    handles = await stream_to_sink(_chunks(pieces, clock, 0.1), sink, budget, limit=2000)
+    assert handles == [0]
+    assert sink.calls[0] == ("send", 0, "word0 ")
+    edits = [c for c in sink.calls if c[0] == "edit"]
+    assert 3 <= len(edits) <= 7  # about one per second over five seconds, plus the last
+    assert sink.messages == ["".join(pieces)]
+
+
+async def test_shared_budget_limits_edits_across_replies() -> None:
+    clock = FakeClock()
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=2, clock=clock, sleep=clock.sleep)
+    sinks = [RecordingSink(), RecordingSink()]
+    # Two replies in flight together; each chunk of either advances time by 0.05 s: 10 s in all.
+    await asyncio.gather(
+        *(stream_to_sink(_chunks([f"{i} " for i in range(100)], clock, 0.05), sink, budget, 2000) for sink in sinks)
+    )
+    edits = sum(1 for sink in sinks for call in sink.calls if call[0] == "edit")
+    assert 5 <= edits <= 2 * 10 + 2 + 2  # rate * time, plus the bucket's start and the two last edits
+    assert all(sink.messages == ["".join(f"{i} " for i in range(100))] for sink in sinks)
+
+
+async def test_long_reply_continues_in_new_messages_with_exact_final_parts() -> None:
+    clock, sink = FakeClock(), RecordingSink()
+    budget = EditBudget(per_message_interval=1.0, edits_per_second=100, clock=clock)
+    pieces = ["```sh\n"] + [f"echo line {i}\n" for i in range(60)] + ["```\nThat is all."]
+    await stream_to_sink(_chunks(pieces, clock, 0.05), sink, budget, limit=200)
+    assert sink.messages == split_message("".join(pieces), 200)
+    assert len(sink.messages) > 3
+
+
+async def test_blank_reply_gets_a_visible_message() -> None:
+    sink = RecordingSink()
+    await stream_to_sink(_chunks(["", "  "], FakeClock(), 0.1), sink, EditBudget(), limit=2000)
+    assert sink.messages == [EMPTY_REPLY]
+
+
+def test_limit_too_small_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        split_message("text", 5)
