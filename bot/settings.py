@@ -7,6 +7,7 @@ documents every key.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,17 @@ def _split_ids(value: object) -> object:
     return value
 
 
+def _parse_properties(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value) if value.strip() else {}
+    except ValueError:
+        raise ValueError('must be a JSON object, for example {"PERFORMANCE_HINT": "LATENCY"}') from None
+
+
+# A JSON object on the environment; parsed here so that a mistake gets a clear message.
+Properties = Annotated[dict[str, str], NoDecode, BeforeValidator(_parse_properties)]
 # Comma-separated on the environment ("123,456"), a list in code.
 IdList = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
 
@@ -56,7 +68,7 @@ class Settings(BaseSettings):
         description="An exported OpenVINO model directory or a .gguf file; empty: the bundled model.",
     )
     device: Device = "CPU"
-    ov_properties: dict[str, str] = Field(
+    ov_properties: Properties = Field(
         default_factory=lambda: {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"},
         description="OpenVINO runtime properties; CACHE_DIR defaults to <data dir>/ov-cache.",
     )
@@ -113,6 +125,11 @@ class Settings(BaseSettings):
         """Every secret value that is set, for redaction from logs."""
         candidates = (self.discord_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret)
         return [secret for secret in candidates if secret is not None]
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_is_default_dir(cls, value: object) -> object:
+        return _default_data_dir() if isinstance(value, str) and not value.strip() else value
 
     @property
     def models_dir(self) -> Path:

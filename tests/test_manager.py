@@ -1,0 +1,133 @@
+"""The conversation manager on the real bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from adapters.memory import MemoryAdapter
+from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager
+from bot.store import MemoryHistoryStore, SQLiteHistoryStore
+from bot.types import ChatMessage, ConversationKey
+from model.openvino_engine import OpenVINOEngine
+from model.slot import EngineSlot
+from tests.conftest import make_manager
+
+KEY = ConversationKey("memory", "general")
+
+
+async def test_history_survives_a_manager_restart(engine: OpenVINOEngine, tmp_path: Path) -> None:
+    config = ConversationConfig(system_prompt="Be brief.", max_new_tokens=16)
+    store = await SQLiteHistoryStore.open(tmp_path / "history.sqlite3")
+    first = await ConversationManager(EngineSlot(engine), store, config).reply(KEY, "My name is Ada.").complete()
+    await store.close()
+
+    reopened = await SQLiteHistoryStore.open(tmp_path / "history.sqlite3")
+    try:
+        history = await reopened.history(KEY, 10)
+        assert history == [ChatMessage("user", "My name is Ada."), ChatMessage("assistant", first)]
+        journal = await (await reopened._db.execute("PRAGMA journal_mode")).fetchone()
+        assert journal == ("wal",)
+    finally:
+        await reopened.close()
+
+
+async def test_reset_forgets_only_that_conversation(bot: MemoryAdapter) -> None:
+    await bot.say("Hello", channel="a")
+    await bot.say("Hello", channel="b")
+    assert await bot.say("/reset", channel="a") == "Conversation forgotten (2 messages)."
+    assert await bot.say("/reset", channel="a") == "Conversation forgotten (0 messages)."
+    assert await bot.say("/reset", channel="b") == "Conversation forgotten (2 messages)."
+
+
+async def test_threads_are_separate_conversations(bot: MemoryAdapter) -> None:
+    await bot.say("Hello", channel="c", thread="t1")
+    assert await bot.say("/reset", channel="c") == "Conversation forgotten (0 messages)."
+    assert await bot.say("/reset", channel="c", thread="t1") == "Conversation forgotten (2 messages)."
+
+
+async def test_messages_in_one_conversation_are_answered_in_arrival_order(manager: ConversationManager) -> None:
+    replies = [manager.reply(KEY, f"Say the number {n}.") for n in range(3)]
+    await asyncio.gather(*(reply.complete() for reply in replies))
+    history = await manager._store.history(KEY, 10)
+    assert [m.content for m in history if m.role == "user"] == [f"Say the number {n}." for n in range(3)]
+    assert [m.content for m in history if m.role == "assistant"] == [r.text for r in replies]
+    assert [m.role for m in history] == ["user", "assistant"] * 3
+
+
+class BlockingStore(MemoryHistoryStore):
+    """A history store whose writes for one conversation wait until released."""
+
+    def __init__(self, blocked: ConversationKey) -> None:
+        super().__init__()
+        self.blocked = blocked
+        self.release = asyncio.Event()
+
+    async def append(self, key: ConversationKey, message: ChatMessage) -> None:
+        if key == self.blocked:
+            await self.release.wait()
+        await super().append(key, message)
+
+
+async def test_conversations_do_not_wait_on_each_others_bookkeeping(engine: OpenVINOEngine) -> None:
+    store = BlockingStore(blocked=ConversationKey("memory", "slow"))
+    manager = ConversationManager(EngineSlot(engine), store, ConversationConfig("Be brief.", max_new_tokens=8))
+    slow = asyncio.create_task(manager.reply(store.blocked, "Hi").complete())
+    fast = await asyncio.wait_for(manager.reply(KEY, "Hi").complete(), timeout=60)
+    assert fast and not slow.done()
+    store.release.set()
+    assert await asyncio.wait_for(slow, timeout=60)
+
+
+async def test_consumer_cancelling_stops_generation(engine: OpenVINOEngine) -> None:
+    manager = make_manager(engine, max_new_tokens=400)
+    chunks = manager.reply(KEY, "Write a very long story about a dragon.").__aiter__()
+    received = [await chunks.__anext__() for _ in range(3)]
+    await asyncio.wait_for(chunks.aclose(), timeout=10)  # returns once the pipeline stopped
+    history = await manager._store.history(KEY, 10)
+    assert history[-1] == ChatMessage("assistant", "".join(received))
+    follow_up = make_manager(engine, max_new_tokens=4).reply(KEY, "Hi")
+    await asyncio.wait_for(follow_up.complete(), timeout=30)  # the engine is free again
+    assert follow_up.stats is not None and follow_up.stats.generated_tokens <= 4
+
+
+async def test_cancelled_task_stops_generation(engine: OpenVINOEngine) -> None:
+    manager = make_manager(engine, max_new_tokens=400)
+    first_chunk = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in manager.reply(KEY, "Count from one to a thousand."):
+            first_chunk.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_chunk.wait(), timeout=30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    reply = manager.reply(KEY, "Hi")
+    await asyncio.wait_for(reply.complete(), timeout=30)
+    assert reply.stats is not None
+
+
+async def test_reply_reports_stats(bot: MemoryAdapter) -> None:
+    await bot.say("Name a colour.")
+    stats = bot.manager.last_stats(bot.key())
+    assert stats is not None
+    assert stats.ttft_s > 0 and stats.generated_tokens > 0 and stats.prompt_tokens > 10
+    assert "tokens/s" in await bot.say("/stats")
+
+
+async def test_stream_arrives_in_several_chunks(bot: MemoryAdapter) -> None:
+    chunks = await bot.chunks("Tell me about the sea in three sentences.")
+    assert len(chunks) > 3
+    assert bot.manager.last_stats(bot.key()) is not None
+
+
+async def test_over_long_message_is_cut_and_the_user_is_told(engine: OpenVINOEngine) -> None:
+    manager = make_manager(engine, max_new_tokens=8)
+    long_text = "Please summarise this. " + "All work and no play makes Jack a dull boy. " * 1200
+    reply = manager.reply(KEY, long_text)
+    await reply.complete()
+    assert reply.notices == [CUT_NOTICE]
+    assert reply.stats is not None and reply.stats.prompt_tokens <= engine.info.context_size - 8
