@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from adapters.console import ConsoleChat, answer_once
+from adapters.launch import MissingExtra, PlatformStartupError, configured_platforms, load_servers, run_until_stopped
+from bot.admin import NoAdminActions
 from bot.app import open_bot
 from bot.logs import configure_logging
 from bot.manager import ConversationManager
@@ -46,6 +48,12 @@ def _serve(settings: Settings, session: Callable[[ConversationManager], Awaitabl
     except ModelLoadError as error:
         typer.echo(f"Model error: {error}", err=True)
         raise typer.Exit(1) from None
+    except SettingsError as error:  # a platform found a setting it needs missing or wrong
+        typer.echo(f"Invalid settings:\n{error}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    except PlatformStartupError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
 
 
 @app.callback(invoke_without_command=True)
@@ -59,13 +67,17 @@ def main(context: typer.Context) -> None:
 def run() -> None:
     """Start every platform whose tokens are set; the console chat when none are."""
     settings = _settings()
-    platforms = [
-        name for name, token in (("Discord", settings.discord_token), ("Slack", settings.slack_bot_token)) if token
-    ]
-    if platforms:
-        typer.echo(f"{' and '.join(platforms)} token set, but this build has no adapter for it yet.", err=True)
-        raise typer.Exit(EXIT_BAD_SETTINGS)
-    chat()
+    platforms = configured_platforms(settings)
+    if not platforms:
+        chat()
+        return
+    try:
+        servers = load_servers(platforms)
+    except MissingExtra as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+    admin = NoAdminActions()
+    _serve(settings, lambda manager: run_until_stopped(servers, manager, settings, admin), persistent=True)
 
 
 @app.command()

@@ -1,0 +1,134 @@
+"""Pure translation between Slack payloads and the core's neutral types (no I/O).
+
+Everything here works on the plain dictionaries Slack sends, so it is tested without
+a network or an app.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.types import ConversationKey
+
+PLATFORM = "slack"
+
+# Plain messages, files with a caption and thread replies also sent to the channel.
+# Every other subtype (edits, deletions, joins, bot_message ...) is not something to answer.
+ANSWERED_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
+
+# <...> spans Slack uses for mentions, channels, special mentions and links.
+_SPAN = re.compile(r"<([^<>]*)>")
+_SPECIAL_MENTIONS = frozenset({"here", "channel", "everyone"})
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """A Slack message the bot answers, reduced to what the core needs."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    user: str
+    text: str
+
+    @property
+    def key(self) -> ConversationKey:
+        """The conversation this message belongs to: its channel and thread."""
+        return thread_key(self.channel, self.thread_ts)
+
+    @property
+    def message_id(self) -> str:
+        """Identifies the message itself, whichever event delivered it."""
+        return f"{self.channel}:{self.ts}"
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    """A slash command invocation."""
+
+    name: str
+    text: str
+    user: str
+    channel: str
+
+
+def thread_key(channel: str, thread_ts: str) -> ConversationKey:
+    """The conversation of one Slack thread."""
+    return ConversationKey(PLATFORM, channel, thread_ts)
+
+
+def channel_key(channel: str) -> ConversationKey:
+    """The channel-wide conversation slash commands use (Slack does not tell them the thread)."""
+    return ConversationKey(PLATFORM, channel)
+
+
+def is_from_bot(event: Mapping[str, Any], bot_user_id: str) -> bool:
+    """Whether a bot (this one or any other) wrote the message."""
+    return bool(event.get("bot_id")) or event.get("user") == bot_user_id or event.get("subtype") == "bot_message"
+
+
+def to_message(event: Mapping[str, Any], bot_user_id: str) -> SlackMessage | None:
+    """The message in a ``message`` or ``app_mention`` event, or ``None`` if it is not a human's new message."""
+    if is_from_bot(event, bot_user_id) or str(event.get("subtype") or "") not in ANSWERED_SUBTYPES:
+        return None
+    channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
+    if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(user, str)):
+        return None
+    thread_ts = event.get("thread_ts")
+    return SlackMessage(
+        channel=channel,
+        ts=ts,
+        thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else ts,
+        user=user,
+        text=clean_text(str(event.get("text") or ""), bot_user_id),
+    )
+
+
+def is_addressed(
+    event: Mapping[str, Any],
+    *,
+    mentioned: bool,
+    watched_channels: Collection[str],
+    follows_thread: Callable[[str, str], bool],
+) -> bool:
+    """Whether the bot should answer: a mention, a DM, a watched channel or a thread it already answers."""
+    if mentioned or event.get("channel_type") == "im" or event.get("channel") in watched_channels:
+        return True
+    thread_ts = event.get("thread_ts")
+    channel = event.get("channel")
+    return isinstance(thread_ts, str) and isinstance(channel, str) and follows_thread(channel, thread_ts)
+
+
+def clean_text(text: str, bot_user_id: str) -> str:
+    """Slack's message markup as plain text for the model, without the bot's own mention."""
+    plain = _SPAN.sub(lambda match: _plain_span(match.group(1), bot_user_id), text)
+    plain = re.sub(r"[ \t]{2,}", " ", plain)
+    # &amp; last: "&amp;lt;" is a literal "&lt;" typed by the user.
+    return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+def _plain_span(span: str, bot_user_id: str) -> str:
+    target, _, label = span.partition("|")
+    if target.startswith("@"):
+        return "" if target[1:] == bot_user_id else f"@{label or target[1:]}"
+    if target.startswith("#"):
+        return f"#{label or target[1:]}"
+    if target.startswith("!"):
+        name = target[1:].split("^", 1)[0]
+        return f"@{name}" if name in _SPECIAL_MENTIONS else label or name
+    if label and label != target:
+        return f"{label} ({target})"
+    return target.removeprefix("mailto:")
+
+
+def to_command(body: Mapping[str, Any], bot_user_id: str) -> SlashCommand:
+    """A slash command payload as a ``SlashCommand`` (``/ASK`` and ``/ask`` are the same command)."""
+    return SlashCommand(
+        name=str(body.get("command") or "").strip().lower(),
+        text=clean_text(str(body.get("text") or ""), bot_user_id),
+        user=str(body.get("user_id") or ""),
+        channel=str(body.get("channel_id") or ""),
+    )

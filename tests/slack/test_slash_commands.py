@@ -1,0 +1,126 @@
+"""Slash commands over Socket Mode: acknowledged at once, answered in the channel's conversation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from adapters.memory import MemoryAdapter
+from adapters.slack.mrkdwn import to_mrkdwn
+from bot.admin import ProgressCallback
+from bot.manager import ConversationManager
+from tests.slack.conftest import ADMIN, CHANNEL, USER, running_slack, slack_settings
+from tests.slack.standin import CLOSED_CHANNEL, Posted, SlackStandIn, message_event
+
+pytestmark = pytest.mark.model
+
+ACK_DEADLINE_S = 3.0
+
+
+class ProgressingAdmin:
+    """Admin actions whose export reports two progress lines (the real export is another issue's)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
+        self.requests.append((requested_by, argument))
+        await progress("converting <weights>")
+        await progress("compressing & saving")
+        return "Export finished."
+
+
+async def timed_ack(
+    slack: SlackStandIn, command: str, text: str, *, user: str = USER, channel: str = CHANNEL
+) -> dict[str, Any]:
+    started = time.monotonic()
+    ack = await slack.wait_ack(await slack.send_command(command, text, user=user, channel=channel))
+    assert time.monotonic() - started < ACK_DEADLINE_S
+    return ack
+
+
+def top_level(slack: SlackStandIn) -> Posted | None:
+    """The first message the bot posted outside any thread."""
+    return next((m for m in slack.messages.values() if m.thread_ts is None), None)
+
+
+async def test_ask_posts_the_question_and_streams_the_answer_in_its_thread(
+    slack: SlackStandIn, bot: MemoryAdapter
+) -> None:
+    # Slack sends mentions in command text as <!channel> and <@U…>; echoing them would notify.
+    expected = to_mrkdwn(await bot.say("@channel @UOTHER01 What is the capital of France?"))
+
+    await timed_ack(slack, "/ask", "<!channel> <@UOTHER01> What is the capital of France?")
+
+    asked = await slack.wait_for(lambda: top_level(slack))
+    assert asked.text == f"<@{USER}> asked: @channel @UOTHER01 What is the capital of France?"
+    reply = await slack.wait_text(CHANNEL, asked.ts, expected)
+    assert len(reply.texts) >= 2
+
+
+async def test_ask_conversation_continues_in_its_thread_and_stats_and_reset_apply_to_it(
+    slack: SlackStandIn, bot: MemoryAdapter
+) -> None:
+    question = "What is the capital of France?"
+    expected = to_mrkdwn(await bot.say(question))
+    await timed_ack(slack, "/ask", question)
+    asked = await slack.wait_for(lambda: top_level(slack))
+    await slack.wait_text(CHANNEL, asked.ts, expected)
+
+    stats = await timed_ack(slack, "/stats", "")
+    assert "Last reply" in stats["payload"]["text"]
+
+    # A follow-up in the thread, without a mention, continues the same conversation.
+    await slack.send_event(
+        message_event("And of Italy?", channel=CHANNEL, user=USER, ts=slack.next_ts(), thread_ts=asked.ts)
+    )
+    await slack.wait_replies(CHANNEL, asked.ts, count=2)
+
+    await timed_ack(slack, "/reset", "")
+    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None)
+    assert response["text"] == "Conversation forgotten (4 messages)."
+
+
+async def test_ask_without_a_question_shows_usage(slack: SlackStandIn) -> None:
+    ack = await timed_ack(slack, "/ask", "  ")
+    assert "Usage" in ack["payload"]["text"]
+
+
+async def test_ask_where_the_bot_cannot_post_says_so(slack: SlackStandIn) -> None:
+    await timed_ack(slack, "/ask", "Hello?", channel=CLOSED_CHANNEL)
+    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None)
+    assert "not_in_channel" in response["text"]
+
+
+async def test_stats_before_any_reply_names_the_model(slack: SlackStandIn, manager: ConversationManager) -> None:
+    ack = await timed_ack(slack, "/stats", "")
+    assert manager.model_name in ack["payload"]["text"]
+    assert "No reply" in ack["payload"]["text"]
+
+
+async def test_admin_export_shows_progress_in_a_thread(manager: ConversationManager, standin: SlackStandIn) -> None:
+    admin = ProgressingAdmin()
+    async with running_slack(manager, slack_settings(standin), admin):
+        ack = await timed_ack(standin, "/export", "int4", user=ADMIN)
+        assert "started" in ack["payload"]["text"]
+        started = await standin.wait_for(lambda: top_level(standin))
+        log = await standin.wait_text(
+            CHANNEL, started.ts, "converting &lt;weights&gt;\ncompressing &amp; saving\nExport finished."
+        )
+
+    assert admin.requests == [(ADMIN, "int4")]
+    assert started.text == f"<@{ADMIN}> started a model export (int4)."
+    assert log.texts[0].startswith("converting")
+
+
+async def test_non_admin_export_never_reaches_the_admin_actions(
+    manager: ConversationManager, standin: SlackStandIn
+) -> None:
+    admin = ProgressingAdmin()
+    async with running_slack(manager, slack_settings(standin), admin):
+        ack = await timed_ack(standin, "/export", "int4", user=USER)
+
+    assert "Only the bot's admins" in ack["payload"]["text"]
+    assert admin.requests == []

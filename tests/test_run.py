@@ -1,0 +1,56 @@
+"""`bot run` as an operator runs it: platforms chosen from the tokens set, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.slack.conftest import CHANNEL, USER
+from tests.slack.standin import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SlackStandIn, message_event
+from tests.test_console import bot_env, run_bot
+
+pytestmark = pytest.mark.model
+
+
+async def test_run_serves_slack_and_stops_cleanly_on_sigterm(bundled_model: Path, tmp_path: Path) -> None:
+    async with SlackStandIn() as slack:
+        env = bot_env(bundled_model, tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
+        env.update(SLACK_API_URL=slack.api_url, BOT_LOG_LEVEL="DEBUG")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await slack.wait_for(lambda: slack.socket_open or None, limit_s=60)
+            ts = slack.next_ts()
+            question = f"<@{BOT_USER_ID}> What is the capital of France?"
+            await slack.send_event(message_event(question, channel=CHANNEL, user=USER, ts=ts, kind="app_mention"))
+            replies = await slack.wait_replies(CHANNEL, ts, limit_s=60)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert process.returncode == 0, stderr.decode()
+    assert replies
+    log = stderr.decode()
+    assert "Stopped" in log
+    assert BOT_TOKEN not in log and APP_TOKEN not in log
+
+
+def test_run_without_tokens_is_the_console_chat(bundled_model: Path, tmp_path: Path) -> None:
+    result = run_bot(["run"], bot_env(bundled_model, tmp_path), stdin="/quit\n")
+    assert result.returncode == 0, result.stderr
+    assert "Chatting with SmolLM2" in result.stdout
+
+
+async def test_run_with_a_rejected_slack_token_explains_and_exits_1(bundled_model: Path, tmp_path: Path) -> None:
+    async with SlackStandIn() as slack:
+        env = bot_env(bundled_model, tmp_path, SLACK_BOT_TOKEN="xoxb-wrong", SLACK_APP_TOKEN=APP_TOKEN)
+        env["SLACK_API_URL"] = slack.api_url
+        result = await asyncio.to_thread(run_bot, ["run"], env)
+    assert result.returncode == 1
+    assert "SLACK_BOT_TOKEN" in result.stderr and "xoxb-wrong" not in result.stderr
