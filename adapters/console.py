@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import signal
 import threading
+from collections.abc import Awaitable
 from typing import TextIO
 
+from bot.admin import AdminActions, NoAdminActions
 from bot.commands import dispatch
 from bot.manager import ConversationManager, Reply
 from bot.types import ConversationKey
@@ -64,9 +67,10 @@ async def answer_once(manager: ConversationManager, question: str, output: TextI
 class ConsoleChat:
     """The interactive REPL: Ctrl-C stops the reply in progress, or quits at the prompt."""
 
-    def __init__(self, manager: ConversationManager, output: TextIO) -> None:
+    def __init__(self, manager: ConversationManager, output: TextIO, admin: AdminActions | None = None) -> None:
         self._manager = manager
         self._output = output
+        self._admin = admin or NoAdminActions()
         self._current: asyncio.Task[None] | None = None
         self._quit = asyncio.Event()
 
@@ -95,18 +99,31 @@ class ConsoleChat:
         return reading.result() if reading in done else None
 
     async def _answer(self, line: str) -> None:
-        result = await dispatch(self._manager, CONSOLE_KEY, line)
-        if isinstance(result, str):
-            self._output.write(result + "\n")
-            return
-        self._output.write("bot> ")
-        self._current = asyncio.create_task(stream_to(result, self._output))
+        if line.split()[0] == "/export":
+            work: Awaitable[None] = self._export(line.strip().removeprefix("/export").strip())
+        else:
+            result = await dispatch(self._manager, CONSOLE_KEY, line)
+            if isinstance(result, str):
+                self._output.write(result + "\n")
+                return
+            self._output.write("bot> ")
+            work = stream_to(result, self._output)
+        self._current = asyncio.ensure_future(work)
         try:
             await self._current
         except asyncio.CancelledError:
             self._output.write("\n(stopped)\n")
         finally:
             self._current = None
+
+    async def _export(self, argument: str) -> None:
+        # Whoever sits at the console owns the machine, so they are an admin.
+        async def progress(line: str) -> None:
+            self._output.write(f"[export] {line}\n")
+            self._output.flush()
+
+        result = await self._admin.export(f"console:{getpass.getuser()}", argument, progress)
+        self._output.write(result + "\n")
 
     def _interrupt(self) -> None:
         if self._current is not None and not self._current.done():

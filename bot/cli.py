@@ -11,10 +11,9 @@ import typer
 
 from adapters.console import ConsoleChat, answer_once
 from adapters.launch import MissingExtra, PlatformStartupError, configured_platforms, load_servers, run_until_stopped
-from bot.admin import NoAdminActions
-from bot.app import open_bot
+from bot.app import BotServices, open_services
+from bot.export_cli import export as export_command
 from bot.logs import configure_logging
-from bot.manager import ConversationManager
 from bot.settings import Settings, SettingsError, load_settings
 from model.engine import ModelLoadError
 
@@ -37,11 +36,11 @@ def _settings() -> Settings:
     return settings
 
 
-def _serve(settings: Settings, session: Callable[[ConversationManager], Awaitable[None]], *, persistent: bool) -> None:
+def _serve(settings: Settings, session: Callable[[BotServices], Awaitable[None]], *, persistent: bool) -> None:
     async def main() -> None:
         typer.echo("Loading the model…", err=True)
-        async with open_bot(settings, persistent=persistent) as manager:
-            await session(manager)
+        async with open_services(settings, persistent=persistent, follow_exports=persistent) as services:
+            await session(services)
 
     try:
         asyncio.run(main())
@@ -76,19 +75,21 @@ def run() -> None:
     except MissingExtra as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    admin = NoAdminActions()
-    _serve(settings, lambda manager: run_until_stopped(servers, manager, settings, admin), persistent=True)
+    _serve(settings, lambda bot: run_until_stopped(servers, bot.manager, settings, bot.admin), persistent=True)
 
 
 @app.command()
 def chat() -> None:
     """Chat in the terminal; replies stream as they are generated."""
     settings = _settings()
-    _serve(settings, lambda manager: ConsoleChat(manager, sys.stdout).run(), persistent=True)
+    _serve(settings, lambda bot: ConsoleChat(bot.manager, sys.stdout, bot.admin).run(), persistent=True)
 
 
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]) -> None:
     """Print one answer and exit."""
     settings = _settings()
-    _serve(settings, lambda manager: answer_once(manager, question, sys.stdout), persistent=False)
+    _serve(settings, lambda bot: answer_once(bot.manager, question, sys.stdout), persistent=False)
+
+
+app.command("export")(export_command)

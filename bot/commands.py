@@ -9,6 +9,7 @@ HELP_TEXT = (
     "Talk to me and I answer with a local model.\n"
     "/reset  forget this conversation\n"
     "/stats  speed of the last reply and the model in use\n"
+    "/export re-export the model (admins; `/export help` for options)\n"
     "/help   this text"
 )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
+from model.manifest import current_export
 from model.openvino_engine import OpenVINOEngine
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ DEFAULT_CONTEXT = 4096
 
 
 def resolve_model_path(model_path: Path | None, models_dir: Path, *, progress: bool = True) -> Path:
-    """The configured model, or the bundled one (fetched on first use) when none is set."""
+    """The configured model; when none is set, the current export, else the bundled one (fetched on first use)."""
     if model_path is None:
+        exported = current_export(models_dir)
+        if exported is not None:
+            return exported
         return ensure_bundled_model(models_dir, progress=progress)
     if not model_path.exists():
         raise ModelLoadError(
@@ -86,7 +90,7 @@ def _inspect_gguf(path: Path) -> tuple[ModelFamily, int, str]:
         raise ModelLoadError(f"{path} is not a readable GGUF model ({error}).") from error
     architecture = str(_gguf_field(reader, "general.architecture") or "")
     context = _gguf_field(reader, f"{architecture}.context_length") or DEFAULT_CONTEXT
-    name = str(_gguf_field(reader, "general.name") or path.stem)
+    name = path.stem  # general.name is often a training-run label; the file name is what users chose
     family: ModelFamily = "phi3" if architecture == "phi3" else "generic"
     return family, int(context), name
 

@@ -90,3 +90,13 @@ def test_corrupt_gguf_is_reported(bundled_model: Path, tmp_path: Path, size: int
     result = run_bot(["ask", "hi"], bot_env(broken, tmp_path))
     assert result.returncode == 1
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_console_export_is_wired_to_the_admin_actions(bundled_model: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-checkpoint-here"
+    script = f"/export help\n/export {missing}\nWhat is the capital of France?\n/quit\n"
+    result = run_bot(["chat"], bot_env(bundled_model, tmp_path), stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: /export [SOURCE]" in result.stdout
+    assert str(missing) in result.stdout  # the failed export says which source was missing
+    assert "Paris" in result.stdout  # and the old model keeps answering

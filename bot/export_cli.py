@@ -1,0 +1,174 @@
+"""`bot export`: convert a Hugging Face checkpoint to OpenVINO and make it the current model.
+
+Every ``optimum-cli export openvino`` parameter is an option here, defaulting to the
+reference parameters (``--task text-generation-with-past --weight-format int4
+--group-size 128 --ratio 0.6 --sym --trust-remote-code``).  A running bot that
+follows the current export switches to the new model without dropping a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from bot.settings import Settings, SettingsError, load_settings
+from model.export import STAGES, ExportResult, ExportTarget, ProgressEvent, export_model
+from model.export_checks import ExportError, missing_export_packages
+from model.export_options import (
+    DEFAULT_SOURCE,
+    REFERENCE_OPTIONS,
+    ExportOptions,
+    ExportRequest,
+    ExportRequestError,
+    build_options,
+)
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+_REF = REFERENCE_OPTIONS
+
+
+def _help(name: str) -> str:
+    return ExportOptions.model_fields[name].description or ""
+
+
+def export(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hugging Face model id or checkpoint directory.")] = (
+        DEFAULT_SOURCE
+    ),
+    task: Annotated[str, typer.Option(help=_help("task"))] = _REF.task,
+    weight_format: Annotated[str | None, typer.Option(help=_help("weight_format"))] = _REF.weight_format,
+    group_size: Annotated[int | None, typer.Option(help=_help("group_size"))] = _REF.group_size,
+    ratio: Annotated[float | None, typer.Option(help=_help("ratio"))] = _REF.ratio,
+    sym: Annotated[bool, typer.Option("--sym/--no-sym", help=_help("sym"))] = _REF.sym,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code/--no-trust-remote-code", help=_help("trust_remote_code"))
+    ] = _REF.trust_remote_code,
+    framework: Annotated[str | None, typer.Option(help=_help("framework"))] = None,
+    quant_mode: Annotated[str | None, typer.Option(help=_help("quant_mode"))] = None,
+    library: Annotated[str | None, typer.Option(help=_help("library"))] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", "--cache_dir", help=_help("cache_dir"))] = None,
+    pad_token_id: Annotated[int | None, typer.Option(help=_help("pad_token_id"))] = None,
+    variant: Annotated[str | None, typer.Option(help=_help("variant"))] = None,
+    group_size_fallback: Annotated[str | None, typer.Option(help=_help("group_size_fallback"))] = None,
+    backup_precision: Annotated[str | None, typer.Option(help=_help("backup_precision"))] = None,
+    dataset: Annotated[str | None, typer.Option(help=_help("dataset"))] = None,
+    all_layers: Annotated[bool, typer.Option("--all-layers", help=_help("all_layers"))] = False,
+    awq: Annotated[bool, typer.Option("--awq", help=_help("awq"))] = False,
+    scale_estimation: Annotated[bool, typer.Option("--scale-estimation", help=_help("scale_estimation"))] = False,
+    gptq: Annotated[bool, typer.Option("--gptq", help=_help("gptq"))] = False,
+    lora_correction: Annotated[bool, typer.Option("--lora-correction", help=_help("lora_correction"))] = False,
+    sensitivity_metric: Annotated[str | None, typer.Option(help=_help("sensitivity_metric"))] = None,
+    quantization_statistics_path: Annotated[
+        Path | None, typer.Option(help=_help("quantization_statistics_path"))
+    ] = None,
+    num_samples: Annotated[int | None, typer.Option(help=_help("num_samples"))] = None,
+    disable_stateful: Annotated[bool, typer.Option("--disable-stateful", help=_help("disable_stateful"))] = False,
+    disable_convert_tokenizer: Annotated[
+        bool, typer.Option("--disable-convert-tokenizer", help=_help("disable_convert_tokenizer"))
+    ] = False,
+    smooth_quant_alpha: Annotated[float | None, typer.Option(help=_help("smooth_quant_alpha"))] = None,
+    model_kwargs: Annotated[str | None, typer.Option(help=_help("model_kwargs"))] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print all of optimum-cli's output.")] = False,
+) -> None:
+    """Export a checkpoint to OpenVINO (int4 by default), validate it and make it the current model."""
+    arguments = dict(locals())  # every parameter above except these two is an ExportOptions field
+    values = {name: value for name, value in arguments.items() if name in ExportOptions.model_fields}
+    run_export(model, values, verbose=verbose)
+
+
+def run_export(source: str, values: dict[str, Any], *, verbose: bool = False) -> ExportResult:
+    """Check the extra and the parameters, export with a progress bar, report; exit non-zero on failure."""
+    try:
+        request = ExportRequest(source, build_options(values))
+    except ExportRequestError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    missing = missing_export_packages()
+    if missing:
+        typer.echo(
+            f"`bot export` needs the export extra (missing: {', '.join(missing)}).\n"
+            "Install it with: pip install -e '.[export]'",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    settings = _settings()
+    target = ExportTarget(settings.models_dir, settings.device, settings.runtime_properties())
+    with TerminalProgress(verbose=verbose) as progress:
+        try:
+            result = asyncio.run(export_model(request, target, progress.on_event, requested_by=_user()))
+        except ExportError as error:
+            progress.close()
+            typer.echo(f"Export failed: {error}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        progress.close(complete=True)
+    typer.echo(_summary(result, settings))
+    return result
+
+
+def _user() -> str:
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (KeyError, OSError):  # no user name for this uid, e.g. in a container
+        return "command line"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        typer.echo(f"Invalid settings:\n{error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _summary(result: ExportResult, settings: Settings) -> str:
+    validation = result.manifest.get("validation", {})
+    lines = [
+        f"Exported and validated in {result.seconds:.0f} s: {result.path}",
+        f"Validation generated {validation.get('generated_tokens')} tokens through the "
+        f"{validation.get('template')} prompt format.",
+        "It is now the current model: `bot run` loads it, and a running bot switches to it.",
+    ]
+    if settings.model_path is not None:
+        lines.append(f"Note: BOT_MODEL_PATH={settings.model_path} is set and takes precedence; unset it to use this.")
+    return "\n".join(lines)
+
+
+class TerminalProgress:
+    """A tqdm bar over the export stages; optimum-cli's latest line shows beside it."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        self._verbose = verbose
+        layout = "{desc:<30} {bar:24} {n_fmt}/{total_fmt} [{elapsed}] {postfix}"
+        self._bar = tqdm(total=len(STAGES), unit="step", bar_format=layout, dynamic_ncols=True)
+        self._bar.set_description_str(STAGES[0])
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    async def on_event(self, event: ProgressEvent) -> None:
+        """Advance the bar on a stage change; show (or, verbose, print) output lines."""
+        if event.line is None:
+            self._bar.n = event.step - 1
+            self._bar.set_description_str(event.stage, refresh=False)
+            self._bar.set_postfix_str("")
+        elif self._verbose:
+            self._bar.write(event.line)
+        else:
+            self._bar.set_postfix_str(event.line.strip()[:50])
+
+    def close(self, *, complete: bool = False) -> None:
+        """Finish the bar; ``complete`` fills it (every stage ran)."""
+        if complete:
+            self._bar.n = len(STAGES)
+            self._bar.set_description_str("Done", refresh=False)
+            self._bar.set_postfix_str("")
+        self._bar.close()
