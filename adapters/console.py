@@ -13,7 +13,9 @@ from typing import TextIO
 from bot.admin import AdminActions, NoAdminActions
 from bot.commands import dispatch
 from bot.manager import ConversationManager, Reply
+from bot.trimming import ContextTooSmall
 from bot.types import ConversationKey
+from model.engine import EngineError
 
 CONSOLE_KEY = ConversationKey("console", "local")
 GREETING = "Chatting with {model}. /help lists commands, /quit or Ctrl-D leaves, Ctrl-C stops a reply."
@@ -113,6 +115,8 @@ class ConsoleChat:
             await self._current
         except asyncio.CancelledError:
             self._output.write("\n(stopped)\n")
+        except (EngineError, ContextTooSmall) as error:
+            self._output.write(f"\n(error: {error})\n")
         finally:
             self._current = None
 

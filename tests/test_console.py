@@ -100,3 +100,11 @@ def test_console_export_is_wired_to_the_admin_actions(bundled_model: Path, tmp_p
     assert "Usage: /export [SOURCE]" in result.stdout
     assert str(missing) in result.stdout  # the failed export says which source was missing
     assert "Paris" in result.stdout  # and the old model keeps answering
+
+
+def test_prompt_that_cannot_fit_is_explained_and_the_chat_goes_on(bundled_model: Path, tmp_path: Path) -> None:
+    env = bot_env(bundled_model, tmp_path, BOT_CONTEXT_SIZE="256", BOT_SYSTEM_PROMPT="Be helpful. " * 100)
+    result = run_bot(["chat"], env, stdin="Hello\n/stats\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    assert "(error: The prompt needs" in result.stdout and "BOT_CONTEXT_SIZE" in result.stdout
+    assert "No reply in this conversation yet." in result.stdout
