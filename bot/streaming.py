@@ -110,13 +110,28 @@ def split_message(text: str, limit: int) -> list[str]:
 
 
 def _cut_point(text: str, room: int) -> int:
-    """Where to cut ``text`` so the first piece has at most ``room`` characters."""
-    window = text[:room]
-    for separator in ("\n", " "):
-        position = window.rfind(separator)
-        if position >= room // 2:
+    """Where to cut ``text`` so the first piece has at most ``room`` characters.
+
+    A line break is best.  Elsewhere the rest must not start with a backtick: an inline
+    ``` moved to the start of a line would turn into a code fence.
+    """
+    position = text.rfind("\n", 0, room)
+    if position >= room // 2:
+        return position + 1
+    position = text.rfind(" ", 0, room)
+    while position >= room // 2:
+        if not _backtick_follows(text, position + 1):
             return position + 1
-    return room
+        position = text.rfind(" ", 0, position)
+    cut = room
+    while cut > room // 2 and (text[cut - 1] == "`" or _backtick_follows(text, cut)):
+        cut -= 1
+    return cut
+
+
+def _backtick_follows(text: str, position: int) -> bool:
+    """Whether the next non-blank character from ``position`` on this line is a backtick."""
+    return text[position : position + 8].lstrip(" \t").startswith("`")
 
 
 def _open_fence(text: str) -> str | None:

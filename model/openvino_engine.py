@@ -68,8 +68,9 @@ class OpenVINOEngine:
         return OpenVINOTokenStream(self, prompt, self._generation_config(params))
 
     async def aclose(self) -> None:
-        self._generator.shutdown(wait=True, cancel_futures=True)
-        self._tokenizer_thread.shutdown(wait=True)
+        # Joining the worker threads blocks, so it happens off the loop.
+        await asyncio.to_thread(self._generator.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._tokenizer_thread.shutdown, wait=True)
         self._pipeline = None
 
     def _encode_sync(self, text: str) -> list[int]:
@@ -108,7 +109,8 @@ class OpenVINOEngine:
             config.top_p = params.top_p
         return config
 
-    def _generate_sync(self, prompt: str, config: Any, streamer: Any) -> Any:
+    def _generate_sync(self, prompt: str, config: Any, streamer: Any, started: threading.Event) -> Any:
+        started.set()
         if self._pipeline is None:
             raise EngineError("the model was unloaded")
         return self._pipeline.generate([prompt], config, streamer)
@@ -122,6 +124,7 @@ class OpenVINOTokenStream:
         self._prompt = prompt
         self._config = config
         self._stop = threading.Event()
+        self._started = threading.Event()
         self._future: asyncio.Future[Any] | None = None
         self.stats: ReplyStats | None = None
         self.text = ""
@@ -131,25 +134,38 @@ class OpenVINOTokenStream:
 
     async def aclose(self) -> None:
         self._stop.set()
-        if self._future is not None and not self._future.done():
-            # A queued request is dropped; a running one stops at its next token.
-            self._future.cancel()
-            await asyncio.gather(self._future, return_exceptions=True)
+        future = self._future
+        if future is None or future.done():
+            return
+        if not self._started.is_set():
+            future.cancel()  # still queued behind another reply: it never reaches the pipeline
+        # A running generation stops at its next token; wait so the engine is free on return.
+        await asyncio.gather(asyncio.shield(future), return_exceptions=True)
 
     async def _chunks(self) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
         def on_chunk(chunk: str) -> ov_genai.StreamingStatus:
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            stopped = self._stop.is_set()
-            return ov_genai.StreamingStatus.STOP if stopped else ov_genai.StreamingStatus.RUNNING
+            if self._stop.is_set():
+                return ov_genai.StreamingStatus.STOP
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except RuntimeError:  # the loop has closed (shutdown): nobody is listening any more
+                self._stop.set()
+                return ov_genai.StreamingStatus.STOP
+            return ov_genai.StreamingStatus.RUNNING
 
         future = loop.run_in_executor(
-            self._engine._generator, self._engine._generate_sync, self._prompt, self._config, on_chunk
+            self._engine._generator,
+            self._engine._generate_sync,
+            self._prompt,
+            self._config,
+            on_chunk,
+            self._started,
         )
         self._future = future
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
+        future.add_done_callback(lambda _: queue.put_nowait(_DONE))
         try:
             while (item := await queue.get()) is not _DONE:
                 self.text += str(item)

@@ -10,6 +10,7 @@ from adapters.memory import MemoryAdapter
 from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager
 from bot.store import MemoryHistoryStore, SQLiteHistoryStore
 from bot.types import ChatMessage, ConversationKey
+from model.engine import GenerationParams
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.conftest import make_manager
@@ -131,3 +132,23 @@ async def test_over_long_message_is_cut_and_the_user_is_told(engine: OpenVINOEng
     await reply.complete()
     assert reply.notices == [CUT_NOTICE]
     assert reply.stats is not None and reply.stats.prompt_tokens <= engine.info.context_size - 8
+
+
+async def test_cancelling_a_queued_reply_is_immediate_and_never_generates(engine: OpenVINOEngine) -> None:
+    manager = make_manager(engine, max_new_tokens=200)
+    running = manager.reply(ConversationKey("memory", "busy"), "Write a long poem about rivers.").__aiter__()
+    await running.__anext__()  # the engine is now busy with this reply
+    queued_stream = engine.stream("<|im_start|>user\nHi<|im_end|>\n", make_params())
+    queued = queued_stream.__aiter__()
+    waiting = asyncio.ensure_future(queued.__anext__())
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await waiting
+    await asyncio.wait_for(queued_stream.aclose(), timeout=1)  # not waiting for the busy reply
+    assert queued_stream.stats is None and queued_stream.text == ""
+    await running.aclose()
+
+
+def make_params() -> GenerationParams:
+    return GenerationParams(max_new_tokens=16)
