@@ -1,0 +1,102 @@
+"""Fixtures for the Discord adapter: the local stand-in and the real bot connected to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from adapters.discord import DiscordOptions, serve
+from bot.admin import AdminActions, NoAdminActions
+from bot.manager import ConversationConfig, ConversationManager
+from bot.settings import DEFAULT_SYSTEM_PROMPT, Settings
+from bot.store import MemoryHistoryStore
+from bot.types import ChatMessage, ConversationKey
+from model.openvino_engine import OpenVINOEngine
+from model.slot import EngineSlot
+from tests.conftest import TEST_MAX_NEW_TOKENS
+from tests.discord.gateway import GatewaySession
+from tests.discord.payloads import TOKEN
+from tests.discord.standin import DiscordStandIn
+
+# Quick edits so even a short reply is edited while it streams; a short wait for guilds at start.
+FAST = DiscordOptions(edit_interval_s=0.1, edits_per_second=20.0, guild_ready_timeout_s=0.1)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[DiscordStandIn]:
+    """A fresh Discord stand-in on a random local port."""
+    server = DiscordStandIn()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def history() -> MemoryHistoryStore:
+    """The conversation history behind ``chat_manager``, readable by tests."""
+    return MemoryHistoryStore()
+
+
+@pytest.fixture
+def chat_manager(engine: OpenVINOEngine, history: MemoryHistoryStore) -> ConversationManager:
+    """A manager on the real bundled model whose history the test can read."""
+    config = ConversationConfig(system_prompt=DEFAULT_SYSTEM_PROMPT, max_new_tokens=TEST_MAX_NEW_TOKENS)
+    return ConversationManager(EngineSlot(engine), history, config)
+
+
+@dataclass
+class RunningBot:
+    """The adapter's ``serve`` running against the stand-in."""
+
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    session: GatewaySession
+
+    async def stopped(self, seconds: float = 60.0) -> None:
+        """Set the stop event and wait for ``serve`` to return."""
+        self.stop.set()
+        await asyncio.wait_for(self.task, seconds)
+
+
+StartBot = Callable[..., Awaitable[RunningBot]]
+
+
+@pytest.fixture
+async def start_bot(standin: DiscordStandIn, chat_manager: ConversationManager) -> AsyncIterator[StartBot]:
+    """``await start_bot(**settings)`` runs the real discord.py bot until its gateway session is ready."""
+    running: list[RunningBot] = []
+
+    async def start(*, admin: AdminActions | None = None, options: DiscordOptions = FAST, **fields: Any) -> RunningBot:
+        settings = Settings(**({"discord_token": TOKEN, "discord_api_base": standin.api_base} | fields))
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(chat_manager, settings, admin or NoAdminActions(), stop, options=options))
+        connected = asyncio.create_task(standin.connected())
+        await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            connected.cancel()
+            task.result()  # raises why the bot did not start
+            raise AssertionError("serve returned before connecting")
+        bot = RunningBot(task, stop, connected.result())
+        running.append(bot)
+        return bot
+
+    yield start
+    for bot in running:
+        await bot.stopped()  # also re-raises anything that ended serve early
+    # Whatever the scenario, nothing the bot posted or edited may ping anyone.
+    pinging = [body for body in standin.message_bodies() if body.get("allowed_mentions") != {"parse": []}]
+    assert not pinging, f"messages sent without AllowedMentions.none(): {pinging}"
+
+
+async def answer_in(
+    standin: DiscordStandIn, manager: ConversationManager, store: MemoryHistoryStore, key: ConversationKey
+) -> str:
+    """The model's whole reply in ``key``, once it has been generated."""
+    await standin.wait_for(lambda: manager.last_stats(key))
+    turns: list[ChatMessage] = await store.history(key, 100)
+    assert turns and turns[-1].role == "assistant", turns
+    return turns[-1].content

@@ -1,0 +1,327 @@
+"""End to end: the real discord.py client on the local stand-in, answering with the real bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.discord import DiscordStartError, serve
+from adapters.discord.commands import NOT_ADMIN
+from bot.admin import NoAdminActions, ProgressCallback
+from bot.commands import format_stats
+from bot.manager import ConversationManager
+from bot.settings import Settings
+from bot.store import MemoryHistoryStore
+from bot.streaming import split_message
+from bot.types import ConversationKey
+from tests.discord import payloads
+from tests.discord.conftest import FAST, StartBot, answer_in
+from tests.discord.payloads import (
+    ADMIN_ROLE_ID,
+    ADMIN_USER_ID,
+    APP_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    LISTED_CHANNEL_ID,
+    MESSAGE_CONTENT_INTENT,
+    OTHER_BOT_ID,
+    THREAD_ID,
+    TOKEN,
+    WEBHOOK_ID,
+    mention,
+)
+from tests.discord.standin import DiscordStandIn, Posted
+
+pytestmark = pytest.mark.model
+
+NO_PINGS: dict[str, list[str]] = {"parse": []}
+CHANNEL_KEY = ConversationKey("discord", str(CHANNEL_ID))
+THREAD_KEY = ConversationKey("discord", str(CHANNEL_ID), str(THREAD_ID))
+CAPITAL = "What is the capital of France?"
+
+
+def _ask(content: str, **fields: object) -> payloads.Payload:
+    return payloads.message_create(f"{mention()} {content}", mentions=(payloads.bot_user(),), **fields)  # type: ignore[arg-type]
+
+
+async def _answered(standin: DiscordStandIn, message_id: str, answer: str, limit: int = 2000) -> list[Posted]:
+    """The bot's messages answering ``message_id`` once they hold exactly ``answer`` split at ``limit``."""
+    expected = split_message(answer, limit)
+    await standin.wait_for(lambda: [m.content for m in standin.replies_to(message_id)] == expected)
+    return standin.replies_to(message_id)
+
+
+async def test_mention_is_answered_with_a_streamed_reply(
+    standin: DiscordStandIn,
+    start_bot: StartBot,
+    chat_manager: ConversationManager,
+    history: MemoryHistoryStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.discord")
+    bot = await start_bot()
+    question = _ask(CAPITAL)
+    await standin.dispatch("MESSAGE_CREATE", question)
+
+    answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
+    (reply,) = await _answered(standin, question["id"], answer)
+
+    assert "Paris" in answer
+    assert len(reply.contents) >= 2, "the reply should be posted early, then edited"
+    assert reply.contents[0] != answer and answer.startswith(reply.contents[0])
+    assert all(body["allowed_mentions"] == NO_PINGS for body in reply.bodies)
+    typing = standin.matching("POST", f"/channels/{CHANNEL_ID}/typing")
+    first_post = standin.matching("POST", f"/channels/{CHANNEL_ID}/messages")[0]
+    assert typing and standin.requests.index(typing[0]) < standin.requests.index(first_post)
+    # Discord's permission bits: SEND_MESSAGES 1<<11, READ_MESSAGE_HISTORY 1<<16, SEND_MESSAGES_IN_THREADS 1<<38.
+    permissions = (1 << 11) | (1 << 16) | (1 << 38)
+    assert f"scope=bot+applications.commands&permissions={permissions}" in caplog.text
+    # The gateway address came from GET /gateway/bot; the stream was compressed as discord.py asked
+    # (zlib-stream, or zstd-stream where a zstd module is installed).
+    assert standin.matching("GET", "/gateway/bot") and bot.session.path == "/gateway"
+    assert bot.session.compression in ("zlib-stream", "zstd-stream")
+
+
+async def test_long_reply_continues_in_further_messages(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    limit = 64  # a small limit stands in for Discord's 2000 so a short generation still splits
+    await start_bot(options=dataclasses.replace(FAST, message_limit=limit))
+    question = _ask("Tell me a short story about a cat.")
+    await standin.dispatch("MESSAGE_CREATE", question)
+
+    answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
+    parts = await _answered(standin, question["id"], answer, limit)
+
+    assert len(answer) > limit and len(parts) >= 2
+    assert all(len(part.content) <= limit for part in parts)
+    assert all(body["allowed_mentions"] == NO_PINGS for part in parts for body in part.bodies)
+
+
+async def test_bots_webhooks_and_itself_are_ignored(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    await start_bot(discord_channels=[str(LISTED_CHANNEL_ID)])
+    ignored = [
+        _ask("from another bot", author=payloads.user(OTHER_BOT_ID, "otherbot", bot=True)),
+        _ask("from a webhook", author=payloads.user(WEBHOOK_ID, "hook", bot=True), webhook_id=WEBHOOK_ID),
+        _ask("from myself", author=payloads.bot_user()),
+        payloads.message_create("no mention, not a listed channel"),
+    ]
+    for message in ignored:
+        await standin.dispatch("MESSAGE_CREATE", message)
+    # A human in a listed channel, without a mention, is answered: messages are handled in order.
+    sentinel = payloads.message_create(CAPITAL, channel_id=LISTED_CHANNEL_ID)
+    await standin.dispatch("MESSAGE_CREATE", sentinel)
+
+    listed_key = ConversationKey("discord", str(LISTED_CHANNEL_ID))
+    answer = await answer_in(standin, chat_manager, history, listed_key)
+    await _answered(standin, sentinel["id"], answer)
+
+    assert [m.channel_id for m in standin.posted] == [str(LISTED_CHANNEL_ID)]
+    assert await history.history(CHANNEL_KEY, 10) == []
+
+
+async def test_reply_to_the_bot_continues_the_conversation(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    earlier = payloads.message_create("Paris is the capital of France.", author=payloads.bot_user())
+    follow_up = payloads.message_create("And of Italy?", replying_to=earlier)
+    await standin.dispatch("MESSAGE_CREATE", follow_up)
+
+    answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
+    await _answered(standin, follow_up["id"], answer)
+    assert (await history.history(CHANNEL_KEY, 10))[0].content == "And of Italy?"
+
+
+async def test_direct_message_is_answered(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    question = payloads.message_create(CAPITAL, channel_id=DM_CHANNEL_ID, in_guild=False)
+    await standin.dispatch("MESSAGE_CREATE", question)
+
+    answer = await answer_in(standin, chat_manager, history, ConversationKey("discord", str(DM_CHANNEL_ID)))
+    (reply,) = await _answered(standin, question["id"], answer)
+    assert reply.channel_id == str(DM_CHANNEL_ID) and "Paris" in answer
+
+
+async def test_thread_keeps_its_own_memory(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    in_channel, in_thread = _ask(CAPITAL), _ask("Name a colour.", channel_id=THREAD_ID)
+    await standin.dispatch("MESSAGE_CREATE", in_channel)
+    await standin.dispatch("MESSAGE_CREATE", in_thread)
+    await _answered(standin, in_thread["id"], await answer_in(standin, chat_manager, history, THREAD_KEY))
+    await _answered(standin, in_channel["id"], await answer_in(standin, chat_manager, history, CHANNEL_KEY))
+
+    reset = payloads.interaction_create("reset", channel=payloads.thread_channel())
+    await standin.dispatch("INTERACTION_CREATE", reset)
+    followups = await standin.wait_for(lambda: standin.matching("POST", f"/webhooks/{APP_ID}/{reset['token']}"))
+
+    assert followups[0].body["content"] == "Conversation forgotten (2 messages)."
+    assert [m.channel_id for m in standin.replies_to(in_thread["id"])] == [str(THREAD_ID)]
+    assert (await history.history(CHANNEL_KEY, 10))[0].content == CAPITAL
+    assert await history.history(THREAD_KEY, 10) == []
+
+
+async def test_ask_command_defers_then_streams_the_follow_up(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    ask = payloads.interaction_create("ask", {"prompt": CAPITAL})
+    await standin.dispatch("INTERACTION_CREATE", ask)
+    answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
+    webhook = f"/webhooks/{APP_ID}/{ask['token']}"
+    await standin.wait_for(lambda: any(m.content == answer for m in standin.in_channel(CHANNEL_ID)))
+
+    callback = standin.matching("POST", f"/interactions/{ask['id']}/{ask['token']}/callback")
+    assert [request.body["type"] for request in callback] == [5]  # deferred: "thinking" within 3 s
+    (followup,) = [m for m in standin.in_channel(CHANNEL_ID) if m.content == answer]
+    assert standin.matching("POST", webhook) and standin.matching("PATCH", f"{webhook}/messages/{followup.id}")
+    assert all(body["allowed_mentions"] == NO_PINGS for body in followup.bodies)
+
+    stats = payloads.interaction_create("stats")
+    await standin.dispatch("INTERACTION_CREATE", stats)
+    (response,) = await standin.wait_for(lambda: standin.matching("POST", f"/interactions/{stats['id']}/"))
+    assert response.body["data"]["content"] == format_stats(
+        chat_manager.last_stats(CHANNEL_KEY), chat_manager.model_name
+    )
+
+
+class RecordingAdmin:
+    """Stands in for the export service: records who asked, reports progress, returns an outcome."""
+
+    def __init__(self, outcome: str = "Export finished.", meanwhile: Callable[[], None] = lambda: None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._outcome = outcome
+        self._meanwhile = meanwhile
+
+    async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
+        self.calls.append((requested_by, argument))
+        await progress("Exporting…")
+        self._meanwhile()
+        return self._outcome
+
+
+async def test_export_is_refused_to_non_admins_and_run_for_admins(
+    standin: DiscordStandIn, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = RecordingAdmin()
+    await start_bot(admin=admin, discord_admin_ids=[str(ADMIN_ROLE_ID)])
+    refused = payloads.interaction_create("export", {"argument": "int4"})
+    await standin.dispatch("INTERACTION_CREATE", refused)
+    (answer,) = await standin.wait_for(lambda: standin.matching("POST", f"/interactions/{refused['id']}/"))
+
+    assert answer.body["type"] == 4 and answer.body["data"]["content"] == NOT_ADMIN
+    assert answer.body["data"]["flags"] == 64 and answer.body["data"]["allowed_mentions"] == NO_PINGS
+    assert any(r.name == "bot.audit" and "export" in r.getMessage() for r in caplog.records)
+
+    allowed = payloads.interaction_create(
+        "export", {"argument": "int8"}, invoker=payloads.user(ADMIN_USER_ID, "root"), roles=(ADMIN_ROLE_ID,)
+    )
+    await standin.dispatch("INTERACTION_CREATE", allowed)
+    original = f"/webhooks/{APP_ID}/{allowed['token']}/messages/@original"
+    await standin.wait_for(lambda: len(standin.matching("PATCH", original)) == 2)
+    edits = standin.matching("PATCH", original)
+
+    assert admin.calls == [(f"discord:{ADMIN_USER_ID}", "int8")]
+    assert [edit.body["content"] for edit in edits] == ["Exporting…", "Export finished."]
+
+
+async def test_without_message_content_intent_only_mentions_are_answered(
+    standin: DiscordStandIn,
+    start_bot: StartBot,
+    chat_manager: ConversationManager,
+    history: MemoryHistoryStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    standin.app_flags = 0  # the developer portal's Message Content toggle is off
+    bot = await start_bot(discord_channels=[str(LISTED_CHANNEL_ID)])
+    await standin.dispatch("MESSAGE_CREATE", payloads.message_create(CAPITAL, channel_id=LISTED_CHANNEL_ID))
+    question = _ask(CAPITAL)
+    await standin.dispatch("MESSAGE_CREATE", question)
+    await _answered(standin, question["id"], await answer_in(standin, chat_manager, history, CHANNEL_KEY))
+
+    assert bot.session.identify is not None and not bot.session.identify["intents"] & MESSAGE_CONTENT_INTENT
+    assert "mentions and DMs only" in caplog.text
+    assert [m.channel_id for m in standin.posted] == [str(CHANNEL_ID)]
+
+
+async def test_stop_lets_the_reply_finish_then_closes_the_gateway(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
+) -> None:
+    bot = await start_bot()
+    question = _ask(CAPITAL)
+    await standin.dispatch("MESSAGE_CREATE", question)
+    await standin.wait_for(lambda: standin.replies_to(question["id"]))
+    await bot.stopped()
+
+    answer = (await history.history(CHANNEL_KEY, 10))[-1].content
+    assert [m.content for m in standin.replies_to(question["id"])] == [answer]
+    assert standin.sessions == [] and standin.closed_sessions[-1][1] == 1000
+
+
+async def test_stop_without_grace_cancels_the_reply(
+    standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager
+) -> None:
+    bot = await start_bot(options=dataclasses.replace(FAST, stop_grace_s=0.0))
+    question = _ask("Write a long poem about the sea.")
+    await standin.dispatch("MESSAGE_CREATE", question)
+    await standin.wait_for(lambda: standin.replies_to(question["id"]))
+    await bot.stopped(seconds=10)
+
+    assert chat_manager.last_stats(CHANNEL_KEY) is None, "generation should have been stopped"
+    assert standin.sessions == []
+    # The engine is free again: the next reply is generated in full.
+    after = await asyncio.wait_for(chat_manager.reply(ConversationKey("discord", "after"), CAPITAL).complete(), 60)
+    assert "Paris" in after
+
+
+async def test_explicit_gateway_url_is_used(standin: DiscordStandIn, start_bot: StartBot) -> None:
+    bot = await start_bot(discord_gateway_url=standin.gateway_url("/alt-gateway"))
+    assert bot.session.path == "/alt-gateway"
+    assert not standin.matching("GET", "/gateway/bot")
+
+
+async def test_rejected_token_is_a_clear_start_error(
+    standin: DiscordStandIn, chat_manager: ConversationManager
+) -> None:
+    settings = Settings(discord_token=SecretStr("not-" + TOKEN), discord_api_base=standin.api_base)
+    with pytest.raises(DiscordStartError, match="DISCORD_TOKEN was rejected"):
+        await asyncio.wait_for(serve(chat_manager, settings, NoAdminActions(), asyncio.Event()), 30)
+    assert standin.sessions == []
+
+
+async def test_refused_intent_at_the_gateway_is_a_clear_error(
+    standin: DiscordStandIn, chat_manager: ConversationManager
+) -> None:
+    standin.gateway_denies_content = True
+    settings = Settings(discord_token=SecretStr(TOKEN), discord_api_base=standin.api_base)
+    with pytest.raises(DiscordStartError, match="Message Content Intent"):
+        await asyncio.wait_for(serve(chat_manager, settings, NoAdminActions(), asyncio.Event()), 30)
+    refused, _ = standin.closed_sessions[-1]
+    assert refused.identify is not None and refused.identify["intents"] & MESSAGE_CONTENT_INTENT
+    assert standin.sessions == []
+
+
+async def test_export_outcome_outliving_the_interaction_arrives_by_direct_message(
+    standin: DiscordStandIn, start_bot: StartBot
+) -> None:
+    command = payloads.interaction_create("export", invoker=payloads.user(ADMIN_USER_ID, "root"))
+    long_outcome = "Export finished.\n" + "details " * 300  # over Discord's 2,000 characters
+    admin = RecordingAdmin(long_outcome, meanwhile=lambda: standin.expired_tokens.add(command["token"]))
+    await start_bot(admin=admin, discord_admin_ids=[str(ADMIN_USER_ID)])
+    await standin.dispatch("INTERACTION_CREATE", command)
+
+    expected = split_message(long_outcome, 2000)
+    await standin.wait_for(lambda: [m.content for m in standin.in_channel(DM_CHANNEL_ID)] == expected)
+    (opened,) = standin.matching("POST", "/users/@me/channels")
+    assert opened.body == {"recipient_id": ADMIN_USER_ID} and len(expected) == 2
