@@ -7,11 +7,14 @@ different conversations only share the engine, never a lock.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 
+from bot.ordering import ArrivalOrder, Place
 from bot.prompt import PHI3_CONTROL_TOKENS, ControlTokenGuard, render_phi3
 from bot.store import HistoryStore
 from bot.trimming import FittedPrompt, fit_prompt
@@ -21,6 +24,8 @@ from model.slot import EngineSlot
 
 log = logging.getLogger(__name__)
 
+# Stats of the last reply are kept for this many recently active conversations.
+STATS_KEPT = 10_000
 CUT_NOTICE = "Your message was too long for the model's context; only its beginning was read."
 
 
@@ -40,16 +45,20 @@ class Reply:
 
     After iteration ``text`` holds the whole reply, ``stats`` its measurements and
     ``notices`` anything the user should be told (for example that their message was cut).
+    Its place in the conversation's line is taken on creation; a reply that is never
+    iterated gives it up on ``aclose()`` or when it is garbage-collected.
     """
 
-    def __init__(self, manager: ConversationManager, key: ConversationKey, text: str) -> None:
+    def __init__(self, manager: ConversationManager, key: ConversationKey, text: str, place: Place) -> None:
         self._manager = manager
         self.key = key
         self.prompt_text = text
+        self.place = place
         self.text = ""
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
         self._started = False
+        weakref.finalize(self, place.leave)
 
     def __aiter__(self) -> AsyncIterator[str]:
         if self._started:
@@ -63,6 +72,11 @@ class Reply:
             pass
         return self.text
 
+    async def aclose(self) -> None:
+        """Give up a reply that will not be iterated, so later messages are not held up."""
+        if not self._started:
+            self.place.leave()
+
 
 class ConversationManager:
     """Keeps every conversation's history and turns new messages into streamed replies."""
@@ -71,8 +85,8 @@ class ConversationManager:
         self._engines = engines
         self._store = store
         self._config = config
-        self._locks: dict[ConversationKey, asyncio.Lock] = {}
-        self._last_stats: dict[ConversationKey, ReplyStats] = {}
+        self._order = ArrivalOrder()
+        self._last_stats: OrderedDict[ConversationKey, ReplyStats] = OrderedDict()
 
     @property
     def model_name(self) -> str:
@@ -80,37 +94,55 @@ class ConversationManager:
         return self._engines.current.info.name
 
     def reply(self, key: ConversationKey, text: str) -> Reply:
-        """Start answering ``text`` in conversation ``key``; iterate the result for chunks."""
-        return Reply(self, key, text)
+        """Queue ``text`` in conversation ``key`` (arrival order); iterate the result for chunks."""
+        return Reply(self, key, text, self._order.take_place(key))
 
     async def reset(self, key: ConversationKey) -> int:
-        """Forget a conversation's history; return how many turns were removed."""
-        async with self._lock(key):
+        """Forget a conversation's history (after the messages before it); return the turns removed."""
+        place = self._order.take_place(key)
+        try:
+            await place.wait()
             self._last_stats.pop(key, None)
             return await self._store.reset(key)
+        finally:
+            place.leave()
 
     def last_stats(self, key: ConversationKey) -> ReplyStats | None:
         """Measurements of the last reply in ``key``, if any."""
         return self._last_stats.get(key)
 
     async def _run(self, reply: Reply) -> AsyncIterator[str]:
-        async with self._lock(reply.key), self._engines.lease() as engine:
-            await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
-            fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))
-            if fitted.cut_message:
-                reply.notices.append(CUT_NOTICE)
-            stream = engine.stream(fitted.prompt, self._params())
-            try:
-                async for chunk in stream:
-                    reply.text += chunk
+        try:
+            await reply.place.wait()
+            async with self._engines.lease() as engine, aclosing(self._generate(engine, reply)) as chunks:
+                async for chunk in chunks:
                     yield chunk
-            finally:
-                await stream.aclose()
-                if reply.text:
-                    await self._store.append(reply.key, ChatMessage("assistant", reply.text))
+        finally:
+            reply.place.leave()
+
+    async def _generate(self, engine: Engine, reply: Reply) -> AsyncGenerator[str]:
+        await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
+        fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))
+        if fitted.cut_message:
+            reply.notices.append(CUT_NOTICE)
+        stream = engine.stream(fitted.prompt, self._params())
+        try:
+            async for chunk in stream:
+                reply.text += chunk
+                yield chunk
+        finally:
+            await stream.aclose()
+            if reply.text:
+                await self._store.append(reply.key, ChatMessage("assistant", reply.text))
             reply.stats = stream.stats
             if stream.stats is not None:
-                self._last_stats[reply.key] = stream.stats
+                self._remember_stats(reply.key, stream.stats)
+
+    def _remember_stats(self, key: ConversationKey, stats: ReplyStats) -> None:
+        self._last_stats[key] = stats
+        self._last_stats.move_to_end(key)
+        if len(self._last_stats) > STATS_KEPT:
+            self._last_stats.popitem(last=False)
 
     async def _fit(self, engine: Engine, history: Sequence[ChatMessage]) -> FittedPrompt:
         info = engine.info
@@ -118,7 +150,8 @@ class ConversationManager:
         render = render_phi3 if info.family == "phi3" else engine.apply_chat_template
         system = ChatMessage("system", self._config.system_prompt) if self._config.system_prompt else None
         budget = info.context_size - self._config.max_new_tokens
-        fitted = await fit_prompt(system, guard.defuse_messages(history), render, engine.count_tokens, budget)
+        turns = guard.defuse_messages(merge_consecutive_turns(history))
+        fitted = await fit_prompt(system, turns, render, engine.count_tokens, budget)
         if fitted.dropped_turns:
             log.debug("Dropped %d old turns to fit the context", fitted.dropped_turns)
         return fitted
@@ -126,6 +159,17 @@ class ConversationManager:
     def _params(self) -> GenerationParams:
         return GenerationParams(self._config.max_new_tokens, self._config.temperature, self._config.top_p)
 
-    def _lock(self, key: ConversationKey) -> asyncio.Lock:
-        # Locks are tiny and FIFO-fair, which is what keeps arrival order per conversation.
-        return self._locks.setdefault(key, asyncio.Lock())
+
+def merge_consecutive_turns(history: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """Join turns of the same role that follow each other.
+
+    A reply that failed or was stopped before any text leaves two user turns in a
+    row; many chat templates (Llama 2, Mistral, Gemma) reject that.
+    """
+    merged: list[ChatMessage] = []
+    for message in history:
+        if merged and merged[-1].role == message.role:
+            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}")
+        else:
+            merged.append(message)
+    return merged

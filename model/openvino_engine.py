@@ -9,16 +9,17 @@ separate thread so that counting tokens for trimming never waits on a generation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import openvino_genai as ov_genai
 
 from bot.types import ChatMessage, ReplyStats
-from model.engine import EngineError, GenerationParams, ModelInfo
+from model.engine import EngineError, GenerationParams, ModelInfo, ModelLoadError
 
 # A vocabulary entry that looks like a markup tag (<|end|>, <s>, <filename>) is a
 # candidate control token; it only counts if the tokenizer maps the raw text to it.
@@ -47,28 +48,34 @@ class OpenVINOEngine:
 
     @property
     def info(self) -> ModelInfo:
+        """Name, family, path and context size of the loaded model."""
         return self._info
 
     @property
     def control_tokens(self) -> frozenset[str]:
+        """Strings the tokenizer turns into special token ids (found once, at load)."""
         return self._control_tokens
 
     async def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a prompt is tokenized (special tokens added), off the loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, self._encode_sync, text)
 
     async def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes as a prompt."""
         return len(await self.encode(text))
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """Render with the model's own chat template, ending in the generation prompt."""
         history = [{"role": m.role, "content": m.content} for m in messages]
         return str(self._tokenizer.apply_chat_template(history, add_generation_prompt=True))
 
     def stream(self, prompt: str, params: GenerationParams) -> OpenVINOTokenStream:
+        """A stream that starts generating when iterated."""
         return OpenVINOTokenStream(self, prompt, self._generation_config(params))
 
     async def aclose(self) -> None:
-        # Joining the worker threads blocks, so it happens off the loop.
+        """Finish queued work and release the model; joining threads blocks, so it runs off the loop."""
         await asyncio.to_thread(self._generator.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._tokenizer_thread.shutdown, wait=True)
         self._pipeline = None
@@ -93,8 +100,12 @@ class OpenVINOEngine:
         if self._info.family == "phi3":
             for token in _PHI3_STOP_TOKENS:
                 ids = self._tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
-                if len(ids) == 1:
-                    stop.add(int(ids[0]))
+                if len(ids) != 1:  # without it replies would run on into invented turns
+                    raise ModelLoadError(
+                        f"The Phi-3 model at {self._info.path} has no single token for {token}: "
+                        "its tokenizer is not Phi-3's. Re-export it from the original checkpoint."
+                    )
+                stop.add(int(ids[0]))
         return stop
 
     def _generation_config(self, params: GenerationParams) -> Any:
@@ -109,8 +120,11 @@ class OpenVINOEngine:
             config.top_p = params.top_p
         return config
 
-    def _generate_sync(self, prompt: str, config: Any, streamer: Any, started: threading.Event) -> Any:
-        started.set()
+    def submit(self, prompt: str, config: Any, streamer: Any) -> Future[Any]:
+        """Queue one ``generate()`` on the engine's single generation thread."""
+        return self._generator.submit(self._generate_sync, prompt, config, streamer)
+
+    def _generate_sync(self, prompt: str, config: Any, streamer: Any) -> Any:
         if self._pipeline is None:
             raise EngineError("the model was unloaded")
         return self._pipeline.generate([prompt], config, streamer)
@@ -124,8 +138,7 @@ class OpenVINOTokenStream:
         self._prompt = prompt
         self._config = config
         self._stop = threading.Event()
-        self._started = threading.Event()
-        self._future: asyncio.Future[Any] | None = None
+        self._job: Future[Any] | None = None
         self.stats: ReplyStats | None = None
         self.text = ""
 
@@ -133,14 +146,15 @@ class OpenVINOTokenStream:
         return self._chunks()
 
     async def aclose(self) -> None:
+        """Stop generating; on return the engine no longer works on this stream."""
         self._stop.set()
-        future = self._future
-        if future is None or future.done():
+        job = self._job
+        if job is None or job.cancel():  # a job still queued is dropped before it reaches the pipeline
             return
-        if not self._started.is_set():
-            future.cancel()  # still queued behind another reply: it never reaches the pipeline
-        # A running generation stops at its next token; wait so the engine is free on return.
-        await asyncio.gather(asyncio.shield(future), return_exceptions=True)
+        # A running generation stops at its next token: wait for it so the engine is free on return.
+        await asyncio.gather(asyncio.shield(asyncio.wrap_future(job)), return_exceptions=True)
+        if self.stats is None and job.exception() is None:
+            self.stats = self._stats_of(job.result())
 
     async def _chunks(self) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
@@ -156,45 +170,46 @@ class OpenVINOTokenStream:
                 return ov_genai.StreamingStatus.STOP
             return ov_genai.StreamingStatus.RUNNING
 
-        future = loop.run_in_executor(
-            self._engine._generator,
-            self._engine._generate_sync,
-            self._prompt,
-            self._config,
-            on_chunk,
-            self._started,
-        )
-        self._future = future
-        future.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        self._job = job = self._engine.submit(self._prompt, self._config, on_chunk)
+        job.add_done_callback(lambda _: _put_threadsafe(loop, queue, _DONE))
         try:
             while (item := await queue.get()) is not _DONE:
                 self.text += str(item)
                 yield str(item)
-            tail = self._finish(future)
+            tail = self._finish(job)
             if tail:
                 yield tail
         finally:
             await self.aclose()
 
-    def _finish(self, future: asyncio.Future[Any]) -> str:
+    def _finish(self, job: Future[Any]) -> str:
         """Record stats; return any text the final result holds beyond what was streamed."""
-        if future.cancelled():
+        if job.cancelled():
             return ""
-        error = future.exception()
+        error = job.exception()
         if error is not None:
             raise EngineError(f"generation failed: {error}") from error
-        result = future.result()
-        metrics = result.perf_metrics
-        self.stats = ReplyStats(
-            model_name=self._engine.info.name,
-            prompt_tokens=int(metrics.get_num_input_tokens()),
-            generated_tokens=int(metrics.get_num_generated_tokens()),
-            ttft_s=float(metrics.get_ttft().mean) / 1000,
-            tpot_s=float(metrics.get_tpot().mean) / 1000,
-        )
+        result = job.result()
+        self.stats = self._stats_of(result)
         final = str(result.texts[0])
         if final.startswith(self.text) and len(final) > len(self.text):
             tail = final[len(self.text) :]
             self.text = final
             return tail
         return ""
+
+    def _stats_of(self, result: Any) -> ReplyStats:
+        metrics = result.perf_metrics
+        return ReplyStats(
+            model_name=self._engine.info.name,
+            prompt_tokens=int(metrics.get_num_input_tokens()),
+            generated_tokens=int(metrics.get_num_generated_tokens()),
+            ttft_s=float(metrics.get_ttft().mean) / 1000,
+            tpot_s=float(metrics.get_tpot().mean) / 1000,
+        )
+
+
+def _put_threadsafe(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object], item: object) -> None:
+    # The done-callback runs on the worker thread (or at once, for a cancelled job).
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+        loop.call_soon_threadsafe(queue.put_nowait, item)

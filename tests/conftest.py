@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.store import MemoryHistoryStore
 from model.bundled import ensure_bundled_model
+from model.engine import GenerationParams
 from model.loader import load_engine
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
@@ -52,6 +54,24 @@ def make_manager(engine: OpenVINOEngine, **config: object) -> ConversationManage
     settings: dict[str, object] = {"system_prompt": DEFAULT_SYSTEM_PROMPT, "max_new_tokens": TEST_MAX_NEW_TOKENS}
     settings.update(config)
     return ConversationManager(EngineSlot(engine), MemoryHistoryStore(), ConversationConfig(**settings))  # type: ignore[arg-type]
+
+
+class RecordingEngine:
+    """The real engine, remembering every prompt it is asked to continue."""
+
+    def __init__(self, engine: OpenVINOEngine) -> None:
+        self._engine = engine
+        self.prompts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def stream(self, prompt: str, params: GenerationParams) -> Any:
+        self.prompts.append(prompt)
+        return self._engine.stream(prompt, params)
+
+    async def aclose(self) -> None:
+        """The shared engine outlives every test."""
 
 
 @pytest.fixture
