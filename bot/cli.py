@@ -15,7 +15,8 @@ from bot.app import BotServices, open_services
 from bot.export_cli import export as export_command
 from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
-from model.engine import ModelLoadError
+from bot.trimming import ContextTooSmall
+from model.engine import EngineError, ModelLoadError
 
 EXIT_BAD_SETTINGS = 2
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     help="A self-hosted team-chat bot answering with a local OpenVINO model.",
     no_args_is_help=False,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals would include settings and tokens
 )
 
 
@@ -50,7 +52,7 @@ def _serve(settings: Settings, session: Callable[[BotServices], Awaitable[None]]
     except SettingsError as error:  # a platform found a setting it needs missing or wrong
         typer.echo(f"Invalid settings:\n{error}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    except PlatformStartupError as error:
+    except (PlatformStartupError, EngineError, ContextTooSmall) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
 

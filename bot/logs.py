@@ -11,30 +11,29 @@ from pydantic import SecretStr
 REDACTED = "[redacted]"
 
 
-class SecretRedactingFilter(logging.Filter):
-    """Replaces any configured secret value in a log record with ``[redacted]``."""
+class RedactingFormatter(logging.Formatter):
+    """Formats records, then replaces every configured secret with ``[redacted]``.
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
+    Redacting the formatted text, not just the message, also covers tracebacks and
+    exception messages that quote a token.
+    """
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        redacted = message
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
         for secret in self._secrets:
-            redacted = redacted.replace(secret, REDACTED)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+            text = text.replace(secret, REDACTED)
+        return text
 
 
 def configure_logging(level: str, secrets: Iterable[SecretStr]) -> None:
     """Log to stderr at ``level``, redacting every given secret."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretRedactingFilter(s.get_secret_value() for s in secrets))
+    values = [s.get_secret_value() for s in secrets]
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", values))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

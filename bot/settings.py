@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["CPU", "GPU", "NPU", "AUTO"]
@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="after")
+    def _reply_fits_context(self) -> Settings:
+        if self.context_size is not None and self.context_size <= self.max_new_tokens:
+            raise ValueError(
+                f"BOT_CONTEXT_SIZE ({self.context_size}) must be larger than BOT_MAX_NEW_TOKENS "
+                f"({self.max_new_tokens}): the prompt needs room too"
+            )
+        return self
+
     def secrets(self) -> list[SecretStr]:
         """Every secret value that is set, for redaction from logs."""
         candidates = (self.discord_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret)
@@ -165,6 +174,9 @@ def describe_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors(include_input=False, include_url=False):
         field_name = str(item["loc"][0]) if item["loc"] else ""
+        if not field_name:  # a rule across several settings: its message names them
+            lines.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
         variable = env_name(field_name) if field_name in Settings.model_fields else field_name
         lines.append(f"{variable}: {item['msg']}")
     return "\n".join(lines)

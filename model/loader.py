@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ OPENVINO_MODEL_FILES = (
     "openvino_detokenizer.xml",
 )
 DEFAULT_CONTEXT = 4096
+# OpenVINO prefixes its messages with where in its C++ sources they were raised.
+_OPENVINO_NOISE = re.compile(r"^(Exception from |Check '|\[ GENERAL_ERROR \]$)")
 
 
 def resolve_model_path(model_path: Path | None, models_dir: Path, *, progress: bool = True) -> Path:
@@ -64,8 +67,14 @@ def load_engine(
     try:
         return OpenVINOEngine.load(info, device, properties)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"OpenVINO could not load the model at {path} on {device}: {first_line}") from error
+        raise ModelLoadError(f"OpenVINO could not load the model at {path} on {device}: {_cause(error)}") from error
+
+
+def _cause(error: Exception) -> str:
+    """The meaningful lines of an OpenVINO error, without its C++ source locations."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    meaningful = [line for line in lines if line and not _OPENVINO_NOISE.match(line)]
+    return " ".join(meaningful) or type(error).__name__
 
 
 def _inspect_openvino_dir(path: Path) -> tuple[ModelFamily, int, str]:

@@ -67,6 +67,36 @@ def _read_all(fd: int, arrivals: list[tuple[float, bytes]]) -> None:
         arrivals.append((time.monotonic(), data))
 
 
+def test_device_error_names_the_cause_not_a_source_file(bundled_model: Path, tmp_path: Path) -> None:
+    result = run_bot(["ask", "hi"], bot_env(bundled_model, tmp_path, BOT_DEVICE="NPU"))
+    assert result.returncode == 1
+    assert "on NPU:" in result.stderr and "Exception from src" not in result.stderr
+    message = result.stderr.split("on NPU:", 1)[1].strip()
+    assert len(message) > 10, result.stderr
+
+
+def test_first_run_keeps_stdout_for_the_answer(tmp_path: Path) -> None:
+    env = bot_env(Path("unused"), tmp_path)
+    del env["BOT_MODEL_PATH"]  # the bundled model, fetched into a fresh data directory
+    result = run_bot(["ask", "What is the capital of France?"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == [
+        line for line in result.stdout.strip().splitlines() if "Paris" in line
+    ]
+    assert "Saved" in result.stderr or "Downloading" in result.stderr or "Collecting" in result.stderr
+
+
+def test_damaged_cached_model_is_fetched_again(bundled_model: Path, tmp_path: Path) -> None:
+    cached = tmp_path / "data" / "models" / "bundled" / bundled_model.name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(bundled_model.read_bytes()[: 1 << 20])
+    env = bot_env(Path("unused"), tmp_path)
+    del env["BOT_MODEL_PATH"]
+    result = run_bot(["ask", "What is the capital of France?"], env)
+    assert result.returncode == 0, result.stderr
+    assert "damaged" in result.stderr and "Paris" in result.stdout
+
+
 def test_missing_model_is_reported_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     result = run_bot(["ask", "hi"], bot_env(missing, tmp_path))
@@ -108,3 +138,6 @@ def test_prompt_that_cannot_fit_is_explained_and_the_chat_goes_on(bundled_model:
     assert result.returncode == 0, result.stderr
     assert "(error: The prompt needs" in result.stdout and "BOT_CONTEXT_SIZE" in result.stdout
     assert "No reply in this conversation yet." in result.stdout
+    asked = run_bot(["ask", "Hello"], env)
+    assert asked.returncode == 1
+    assert "The prompt needs" in asked.stderr and "Traceback" not in asked.stderr

@@ -50,6 +50,13 @@ def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, varia
     assert variable in str(error.value) and why in str(error.value)
 
 
+def test_context_must_leave_room_for_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_CONTEXT_SIZE", "256")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "BOT_CONTEXT_SIZE (256) must be larger than BOT_MAX_NEW_TOKENS (512)" in str(error.value)
+
+
 def test_cli_exits_2_on_bad_settings_without_printing_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", SECRET)
     monkeypatch.setenv("BOT_TEMPERATURE", SECRET)  # a secret pasted into the wrong variable
