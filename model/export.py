@@ -62,6 +62,15 @@ VALIDATION_PROMPT = "Say hello in one short sentence."
 VALIDATION_TOKENS = 8
 PHI3_TEMPLATE_TOKENS = frozenset({"<|system|>", "<|user|>", "<|assistant|>", "<|end|>"})
 LOCK_NAME = ".export.lock"
+# With --trust-remote-code the checkpoint's own code runs in the child: it gets no chat-platform secret.
+_WITHHELD_PREFIXES = ("DISCORD_", "SLACK_")
+
+
+def child_environment() -> dict[str, str]:
+    """The bot's environment minus every chat-platform variable (tokens, signing secrets)."""
+    return {name: value for name, value in os.environ.items() if not name.upper().startswith(_WITHHELD_PREFIXES)}
+
+
 _OUTPUT_TAIL = 40
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _UNSAFE_NAME = re.compile(r"[^\w.-]+")
@@ -183,7 +192,12 @@ def new_export_dir(models_dir: Path, source: Source, options: ExportOptions) -> 
 async def run_optimum(command: list[str], source: Source, directory: Path, on_line: LineSink) -> None:
     """Run the conversion, passing each output line on; raise ``ExportError`` with the cause if it fails."""
     # Tracing warnings would drown the progress; errors and tracebacks still come through.
-    environment = {"PYTHONWARNINGS": "ignore", **os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    environment = {
+        "PYTHONWARNINGS": "ignore",
+        **child_environment(),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_SOURCE = "microsoft/Phi-3-mini-4k-instruct"
 REFERENCE_ARGS = (
@@ -85,6 +85,16 @@ class ExportOptions(BaseModel):
     )
     smooth_quant_alpha: float | None = Field(default=None, description="SmoothQuant alpha for activation quantization.")
     model_kwargs: str | None = Field(default=None, description="JSON object of extra model arguments.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quant_mode_replaces_weight_format(cls, data: Any) -> Any:
+        # optimum-cli refuses both flags together; the reference int4 default gives way to --quant-mode.
+        if not isinstance(data, dict) or data.get("quant_mode") is None:
+            return data
+        if data.get("weight_format", "int4") not in (None, "int4"):
+            raise ValueError("--quant-mode cannot be combined with --weight-format: choose one")
+        return {**data, "weight_format": None}
 
     @field_validator("group_size")
     @classmethod
@@ -208,7 +218,8 @@ def build_options(values: Mapping[str, Any]) -> ExportOptions:
         problems = []
         for item in error.errors(include_url=False):
             field = str(item["loc"][0]) if item["loc"] else ""
-            problems.append(f"{flag_of(field)}: {item['msg']}")
+            message = str(item["msg"]).removeprefix("Value error, ")
+            problems.append(f"{flag_of(field)}: {message}" if field else message)
         raise ExportRequestError("Bad export parameters: " + "; ".join(problems)) from None
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -128,7 +129,12 @@ class ExportService:
             return f"{error}\n{EXPORT_USAGE}"
         if self._running is not None:
             who, since = self._running
-            audit.warning("export by %s refused at %s: one is already running", requested_by, utc_now())
+            audit.warning(
+                "export by %s refused at %s: one is already running (source=%s)",
+                requested_by,
+                utc_now(),
+                request.source,
+            )
             return f"An export is already running (requested by {who} at {since}). Try again when it has finished."
         async with self._lock:
             self._running = (requested_by, utc_now())
@@ -146,6 +152,9 @@ class ExportService:
             previous = await asyncio.to_thread(current_export, self._target.models_dir)
             result = await export_model(request, self._target, chat.on_event, requested_by=who)
             await self._activate(result, previous, chat)
+        except asyncio.CancelledError:
+            audit.warning("export by %s cancelled at %s (the bot is stopping)", who, utc_now())
+            raise
         except (ExportError, ModelLoadError) as error:
             audit.warning("export by %s failed at %s: %s", who, utc_now(), error)
             return f"Export failed: {error}\nThe current model ({serving}) keeps answering."
@@ -169,8 +178,9 @@ class ExportService:
         try:
             await self._switcher.switch_to(result.path)
         except BaseException:
-            # Validated but not servable here: "current" must name what actually answers.
-            await asyncio.to_thread(restore_current_export, self._target.models_dir, previous)
+            # Validated but not servable here: "current" must name what actually answers, unless
+            # another export (a `bot export` run) has replaced it meanwhile; this one goes.
+            await asyncio.to_thread(_withdraw_export, self._target.models_dir, result.path, previous)
             raise
 
     def _success_message(self, result: ExportResult, old: str, new: str) -> str:
@@ -187,6 +197,12 @@ class ExportService:
                 "unset it to keep using the current export."
             )
         return "\n".join(lines)
+
+
+def _withdraw_export(models_dir: Path, directory: Path, previous: Path | None) -> None:
+    if current_export(models_dir) == directory.resolve():
+        restore_current_export(models_dir, previous)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class _ChatProgress:

@@ -48,6 +48,7 @@ class SharedEngine:
         return self.engine.control_tokens
 
     async def encode(self, text: str) -> list[int]:
+        assert not self.released, "a released engine was used"
         return await self.engine.encode(text)
 
     async def count_tokens(self, text: str) -> int:
@@ -57,6 +58,7 @@ class SharedEngine:
         return self.engine.apply_chat_template(messages)
 
     def stream(self, prompt: str, params: GenerationParams) -> TokenStream:
+        assert not self.released, "a released engine was used"
         self.prompts.append(prompt)
         return self.engine.stream(prompt, params)
 

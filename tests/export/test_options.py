@@ -51,7 +51,7 @@ def test_model_option_quoted_path_and_per_column_group_size() -> None:
     ("argument", "expected"),
     [
         ("--group-size abc", "--group-size: Input should be a valid integer"),
-        ("--group-size 0", "--group-size: Value error, must be a positive number"),
+        ("--group-size 0", "--group-size: must be a positive number"),
         ("--ratio 1.5", "--ratio: Input should be less than or equal to 1"),
         ("--weight-format int3", "--weight-format: Input should be"),
         ("--frobnicate 3", "Unknown export option --frobnicate"),
@@ -59,7 +59,7 @@ def test_model_option_quoted_path_and_per_column_group_size() -> None:
         ("--sym=yes", "--sym is a switch"),
         ("one/model other/model", "Give one model to export, not 2"),
         ("'unbalanced", "Could not read the export arguments"),
-        ("--model-kwargs notjson", "--model-kwargs: Value error, must be a JSON object"),
+        ("--model-kwargs notjson", "--model-kwargs: must be a JSON object"),
     ],
 )
 def test_bad_arguments_are_explained(argument: str, expected: str) -> None:
