@@ -58,6 +58,7 @@ class Reply:
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
         self._started = False
+        self._entered = False  # set once iteration really began (not merely __aiter__)
         weakref.finalize(self, place.leave)
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -73,8 +74,8 @@ class Reply:
         return self.text
 
     async def aclose(self) -> None:
-        """Give up a reply that will not be iterated, so later messages are not held up."""
-        if not self._started:
+        """Give up a reply that will not be read (further), so later messages are not held up."""
+        if not self._entered:
             self.place.leave()
 
 
@@ -112,6 +113,7 @@ class ConversationManager:
         return self._last_stats.get(key)
 
     async def _run(self, reply: Reply) -> AsyncIterator[str]:
+        reply._entered = True
         try:
             await reply.place.wait()
             async with self._engines.lease() as engine, aclosing(self._generate(engine, reply)) as chunks:

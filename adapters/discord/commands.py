@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -53,17 +54,24 @@ class SlashCommands:
         """Defer at once (Discord allows 3 s), then stream the answer into follow-ups."""
         if await self._refuse_if_stopping(interaction):
             return
-        await interaction.response.defer(thinking=True)
+        # The place in the conversation's line is taken now, before the deferral's network call.
+        reply = self._manager.reply(interaction_key(interaction), prompt)
         with self._answering.inflight.track():
-            reply = self._manager.reply(interaction_key(interaction), prompt)
+            try:
+                await interaction.response.defer(thinking=True)
+            except BaseException:
+                await reply.aclose()
+                raise
             await self._answering.stream(reply, FollowupSink(interaction))
 
     async def reset(self, interaction: Interaction) -> None:
         """Forget this conversation (deferred: it waits for a reply in progress there)."""
         if await self._refuse_if_stopping(interaction):
             return
+        # Started before the deferral so that it queues behind earlier messages only, not later ones.
+        resetting = asyncio.ensure_future(run_command(self._manager, interaction_key(interaction), "/reset"))
         await interaction.response.defer(thinking=True)
-        answer = await run_command(self._manager, interaction_key(interaction), "/reset")
+        answer = await resetting
         await interaction.followup.send(answer or "", allowed_mentions=NO_MENTIONS)
 
     async def stats(self, interaction: Interaction) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import discord
 from adapters.discord.translate import NO_MENTIONS, notice_text
 from bot.manager import Reply
 from bot.streaming import EditBudget, MessageSink, stream_to_sink
+
+log = logging.getLogger(__name__)
 
 H = TypeVar("H")
 
@@ -70,7 +73,11 @@ async def deliver(
     """
     chunks = cast(AsyncGenerator[str, None], reply.__aiter__())
     async with contextlib.aclosing(chunks):
-        async with waiting():
+        async with contextlib.AsyncExitStack() as typing:
+            try:
+                await typing.enter_async_context(waiting())
+            except discord.HTTPException as error:  # cosmetic: answer without the indicator
+                log.warning("No typing indicator (%s); answering anyway", error)
             first = await anext(chunks, "")
         handles = await stream_to_sink(_chain(first, chunks), sink, budget, limit)
     for notice in reply.notices:

@@ -23,7 +23,7 @@ from adapters.slack.state import FollowedThreads
 from adapters.slack.translate import PLATFORM, SlashCommand, channel_key, to_command
 from bot.admin import AdminActions, audit_refusal
 from bot.commands import run_command
-from bot.manager import ConversationManager
+from bot.manager import ConversationManager, Reply
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +84,31 @@ class SlashCommands:
         if not request.text:
             await ack(ASK_USAGE)
             return
+        # The question's place in the conversation's line is taken now, before any network call.
+        reply = self._manager.reply(channel_key(request.channel), request.text)
         await ack()
-        self._in_flight.spawn(self._run_ask(request, respond))
+        self._in_flight.spawn(self._run_ask(request, respond, reply))
 
-    async def _run_ask(self, request: SlashCommand, respond: AsyncRespond) -> None:
+    async def _run_ask(self, request: SlashCommand, respond: AsyncRespond, reply: Reply) -> None:
         # The invocation is invisible to the channel: show the question, answer in its thread.
         question = f"{mention(request.user)} asked: {escape(request.text)}"
         try:
             thread_ts = await self._replier.post(request.channel, None, question)
         except SlackApiError as error:
+            await reply.aclose()
             await respond(CANNOT_POST.format(error=escape(str(error.response.get("error")))))
             return
-        key = channel_key(request.channel)
-        self._threads.follow(request.channel, thread_ts, key)
-        await self._replier.answer(request.channel, thread_ts, key, request.text)
+        self._threads.follow(request.channel, thread_ts, channel_key(request.channel))
+        await self._replier.deliver(request.channel, thread_ts, reply)
 
     async def _reset(self, request: SlashCommand, ack: AsyncAck, respond: AsyncRespond) -> None:
+        # Started before the ack so that it queues behind earlier messages only, not later ones.
+        resetting = asyncio.ensure_future(run_command(self._manager, channel_key(request.channel), "/reset"))
         await ack()
-        self._in_flight.spawn(self._run_reset(request, respond))
+        self._in_flight.spawn(self._run_reset(resetting, respond))
 
-    async def _run_reset(self, request: SlashCommand, respond: AsyncRespond) -> None:
-        # Waits for a reply in flight in this conversation, hence after the ack.
-        answer = await run_command(self._manager, channel_key(request.channel), "/reset")
+    async def _run_reset(self, resetting: asyncio.Future[str | None], respond: AsyncRespond) -> None:
+        answer = await resetting
         await respond(escape(answer or ""))
 
     async def _stats(self, request: SlashCommand, ack: AsyncAck, respond: AsyncRespond) -> None:

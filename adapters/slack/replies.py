@@ -108,6 +108,15 @@ class Replier:
         """Answer ``text`` in a thread: a command's answer or a streamed reply, then any notices."""
         try:
             result = await dispatch(self._manager, key, text) if text else HELP_TEXT
+        except Exception:
+            log.exception("Failed to answer in %s", key)
+            await self._apologize(channel, thread_ts)
+            return
+        await self.deliver(channel, thread_ts, result)
+
+    async def deliver(self, channel: str, thread_ts: str, result: str | Reply) -> None:
+        """Show a command's answer, or stream a reply and then its notices, in a thread."""
+        try:
             if isinstance(result, str):
                 await self.post(channel, thread_ts, escape(result))
                 return
@@ -117,7 +126,7 @@ class Replier:
         except SlackApiError as error:
             log.warning("Slack refused a reply in %s: %s", channel, error.response.get("error"))
         except Exception:
-            log.exception("Failed to answer in %s", key)
+            log.exception("Failed to answer in %s", channel)
             await self._apologize(channel, thread_ts)
 
     async def show_lines(self, channel: str, thread_ts: str | None, lines: AsyncIterable[str]) -> None:
