@@ -23,6 +23,7 @@ def conversation_config(settings: Settings) -> ConversationConfig:
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
     )
 
 

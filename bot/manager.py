@@ -37,6 +37,7 @@ class ConversationConfig:
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
     history_limit: int = 200
 
 
@@ -159,7 +160,8 @@ class ConversationManager:
         return fitted
 
     def _params(self) -> GenerationParams:
-        return GenerationParams(self._config.max_new_tokens, self._config.temperature, self._config.top_p)
+        config = self._config
+        return GenerationParams(config.max_new_tokens, config.temperature, config.top_p, config.repetition_penalty)
 
 
 def merge_consecutive_turns(history: Sequence[ChatMessage]) -> list[ChatMessage]:

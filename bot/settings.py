@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(default=512, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0)
     context_size: int | None = Field(
         default=None, ge=256, description="Prompt + reply token budget; empty: the model's own."
     )

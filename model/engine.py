@@ -33,6 +33,7 @@ class GenerationParams:
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

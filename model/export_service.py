@@ -80,6 +80,8 @@ async def follow_current_export(
             await switcher.switch_to(latest)
         except ModelLoadError as error:
             log.error("The current export %s does not load; still answering with the old model: %s", latest, error)
+        except Exception:  # the watcher must outlive one bad export, whatever went wrong
+            log.exception("Switching to %s failed; still answering with the old model", latest)
 
 
 class ExportService:

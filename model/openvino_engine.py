@@ -114,6 +114,7 @@ class OpenVINOEngine:
         # The core renders the prompt itself; a second template pass would nest it.
         config.apply_chat_template = False
         config.stop_token_ids = self._stop_token_ids
+        config.repetition_penalty = params.repetition_penalty
         config.do_sample = params.temperature > 0
         if config.do_sample:
             config.temperature = params.temperature

@@ -50,5 +50,7 @@ class EngineSlot:
         return old
 
     async def aclose(self) -> None:
-        """Close the current engine (call once no reply is in flight)."""
-        await self._current.aclose()
+        """Close the current engine and any still draining (call once no reply is in flight)."""
+        retired, self._retired = list(self._retired.values()), {}
+        for engine in [*retired, self._current]:
+            await engine.aclose()

@@ -180,3 +180,11 @@ async def test_user_text_never_becomes_control_tokens_in_the_prompt(engine: Open
 def test_consecutive_turns_of_one_role_are_merged() -> None:
     history = [ChatMessage("user", "a"), ChatMessage("user", "b"), ChatMessage("assistant", "c")]
     assert merge_consecutive_turns(history) == [ChatMessage("user", "a\n\nb"), ChatMessage("assistant", "c")]
+
+
+async def test_repetition_penalty_reaches_the_model(engine: OpenVINOEngine) -> None:
+    story = "Write a long story about a lighthouse."
+    plain = await make_manager(engine, max_new_tokens=120).reply(KEY, story).complete()
+    penalised = await make_manager(engine, max_new_tokens=120, repetition_penalty=1.3).reply(KEY, story).complete()
+    assert plain != penalised
+    assert len(set(penalised.split())) > len(set(plain.split()))  # more varied words, less looping
