@@ -15,7 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from bot.ordering import ArrivalOrder, Place
-from bot.prompt import PHI3_CONTROL_TOKENS, ControlTokenGuard, render_phi3
+from bot.prompt import PHI3_CONTROL_TOKENS, guard_for, render_phi3
 from bot.store import HistoryStore
 from bot.trimming import FittedPrompt, fit_prompt
 from bot.types import ChatMessage, ConversationKey, ReplyStats
@@ -149,7 +149,7 @@ class ConversationManager:
 
     async def _fit(self, engine: Engine, history: Sequence[ChatMessage]) -> FittedPrompt:
         info = engine.info
-        guard = ControlTokenGuard(engine.control_tokens | (PHI3_CONTROL_TOKENS if info.family == "phi3" else set()))
+        guard = guard_for(engine.control_tokens | (PHI3_CONTROL_TOKENS if info.family == "phi3" else frozenset()))
         render = render_phi3 if info.family == "phi3" else engine.apply_chat_template
         system = ChatMessage("system", self._config.system_prompt) if self._config.system_prompt else None
         budget = info.context_size - self._config.max_new_tokens

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 
 from bot.types import ChatMessage
 
@@ -50,3 +51,9 @@ class ControlTokenGuard:
     def defuse_messages(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
         """Defuse all turns except the operator's system prompt."""
         return [m if m.role == "system" else ChatMessage(m.role, self.defuse(m.content)) for m in messages]
+
+
+@lru_cache(maxsize=8)
+def guard_for(control_tokens: frozenset[str]) -> ControlTokenGuard:
+    """The guard for one model's control tokens, built once rather than for every reply."""
+    return ControlTokenGuard(control_tokens)
