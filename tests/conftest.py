@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from adapters.memory import MemoryAdapter
 from bot.manager import ConversationConfig, ConversationManager
@@ -18,6 +19,12 @@ from model.engine import GenerationParams
 from model.loader import load_engine
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
+
+# CI replays the same examples every run (a red build then means a regression, not a new draw);
+# local runs keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 # Kept between runs (and ignored by git) so the suite downloads the model once.
