@@ -124,3 +124,11 @@ async def test_non_admin_export_never_reaches_the_admin_actions(
 
     assert "Only the bot's admins" in ack["payload"]["text"]
     assert admin.requests == []
+
+
+async def test_reset_right_after_ask_waits_for_that_answer(slack: SlackStandIn) -> None:
+    # Sent back to back: the question is in line first, so the reset must forget its answer too.
+    await slack.send_command("/ask", "What is the capital of France?", user=USER, channel=CHANNEL)
+    await slack.send_command("/reset", "", user=USER, channel=CHANNEL)
+    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None, limit_s=60)
+    assert response["text"] == "Conversation forgotten (2 messages)."
