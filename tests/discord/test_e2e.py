@@ -197,6 +197,19 @@ async def test_ask_command_defers_then_streams_the_follow_up(
     )
 
 
+async def test_ask_then_a_message_are_answered_in_arrival_order(
+    standin: DiscordStandIn, start_bot: StartBot, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    ask = payloads.interaction_create("ask", {"prompt": CAPITAL})
+    message = _ask("Name a colour.")
+    await standin.dispatch("INTERACTION_CREATE", ask)  # its deferral is a network call...
+    await standin.dispatch("MESSAGE_CREATE", message)  # ...that this later message must not overtake
+    await standin.wait_for(lambda: len(history._turns.get(CHANNEL_KEY, [])) >= 4 or None)
+    questions = [m.content for m in await history.history(CHANNEL_KEY, 10) if m.role == "user"]
+    assert questions == [CAPITAL, "Name a colour."]
+
+
 class RecordingAdmin:
     """Stands in for the export service: records who asked, reports progress, returns an outcome."""
 
