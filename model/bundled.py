@@ -8,7 +8,6 @@ cached; later runs need no network.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model.engine import ModelLoadError
+from model.manifest import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,6 @@ _CHUNK = 1 << 20
 def bundled_model_path(models_dir: Path) -> Path:
     """Where the bundled model is cached under ``models_dir``."""
     return models_dir / "bundled" / FILE_NAME
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_bundled_model(models_dir: Path, *, progress: bool = True) -> Path:

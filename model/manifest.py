@@ -40,6 +40,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_checksums(directory: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under ``directory`` except the manifest, by relative path."""
     checksums: dict[str, dict[str, Any]] = {}
@@ -47,11 +56,7 @@ def file_checksums(directory: Path) -> dict[str, dict[str, Any]]:
         relative = path.relative_to(directory).as_posix()
         if relative == MANIFEST_NAME:
             continue
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while block := handle.read(_CHUNK):
-                digest.update(block)
-        checksums[relative] = {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+        checksums[relative] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
     return checksums
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from model import bundled
-from model.bundled import GGUF_SHA256, MEMBER, bundled_model_path, ensure_bundled_model, sha256_of
+from model.bundled import GGUF_SHA256, MEMBER, bundled_model_path, ensure_bundled_model
 from model.engine import ModelLoadError
+from model.manifest import sha256_of
 
 
 def test_cached_model_is_verified(bundled_model: Path) -> None:
