@@ -2,30 +2,87 @@
 
 from __future__ import annotations
 
-from bot.commands import dispatch
-from bot.manager import ConversationManager
-from bot.types import ConversationKey
+import asyncio
+import contextlib
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from bot.core import Core
+from bot.streaming import EditBudget
+from bot.surface import Kind, Pacing
+from bot.types import ConversationKey, Identity, Incoming
+
+# Every chunk shows at once: no platform rate limit, no length limit worth splitting at.
+UNPACED = Pacing(EditBudget(per_message_interval=0.0, edits_per_second=1e9), message_limit=1_000_000)
+
+
+@dataclass
+class Post:
+    """One message the bot showed, with every version of its text (the last is what stays)."""
+
+    kind: Kind
+    versions: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The text as it ends up."""
+        return self.versions[-1]
+
+
+class MemorySurface:
+    """A channel in memory: records every post and edit."""
+
+    pacing = UNPACED
+
+    def __init__(self) -> None:
+        self.posts: list[Post] = []
+
+    async def send(self, text: str, kind: Kind) -> object:
+        self.posts.append(Post(kind, [text]))
+        return len(self.posts) - 1
+
+    async def edit(self, handle: object, text: str, kind: Kind) -> None:
+        assert isinstance(handle, int)
+        self.posts[handle].versions.append(text)
+
+    def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext()
 
 
 class MemoryAdapter:
-    """Sends messages straight to the manager and returns what the bot would post."""
+    """Sends messages straight to the core and returns what the bot would post."""
 
-    def __init__(self, manager: ConversationManager, platform: str = "memory") -> None:
-        self.manager = manager
-        self.platform = platform
+    platform = "memory"
+
+    def __init__(self, core: Core, user: str = "tester") -> None:
+        self.core = core
+        self.user = user
+
+    async def serve(self, core: Core, stop: asyncio.Event) -> None:
+        """Nothing to connect: wait for ``stop``, then let the core drain."""
+        self.core = core
+        await stop.wait()
+        await core.drain()
 
     def key(self, channel: str = "general", thread: str | None = None) -> ConversationKey:
         """The conversation key a message in ``channel``/``thread`` belongs to."""
         return ConversationKey(self.platform, channel, thread)
 
+    async def posts(
+        self, text: str, channel: str = "general", thread: str | None = None, *, user: str | None = None
+    ) -> list[Post]:
+        """Post ``text`` (as ``user``) and return everything the bot showed in answer."""
+        surface = MemorySurface()
+        author = Identity(self.platform, user or self.user)
+        await self.core.submit(Incoming(self.key(channel, thread), author, text), surface)
+        return surface.posts
+
     async def say(self, text: str, channel: str = "general", thread: str | None = None) -> str:
         """Post ``text`` and return the bot's whole answer."""
-        result = await dispatch(self.manager, self.key(channel, thread), text)
-        return result if isinstance(result, str) else await result.complete()
+        return "\n".join(post.text for post in await self.posts(text, channel, thread))
 
     async def chunks(self, text: str, channel: str = "general", thread: str | None = None) -> list[str]:
-        """Post ``text`` and return the answer as the streamed chunks."""
-        result = await dispatch(self.manager, self.key(channel, thread), text)
-        if isinstance(result, str):
-            return [result]
-        return [chunk async for chunk in result]
+        """Post ``text`` and return the answer's text as it grew, one piece per update shown."""
+        posts = await self.posts(text, channel, thread)
+        reply = next(post for post in posts if post.kind is Kind.REPLY)
+        return [now[len(before) :] for before, now in zip(["", *reply.versions], reply.versions, strict=False)]

@@ -1,16 +1,18 @@
-"""Admin actions adapters can trigger; the platform decides who is an admin."""
+"""Who may run admin commands, the audit record, and the admin actions the core can run."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
-log = logging.getLogger("bot.audit")
+from bot.types import Identity
+
+audit = logging.getLogger("bot.audit")
 
 ProgressCallback = Callable[[str], Awaitable[None]]
 
-EXPORT_UNAVAILABLE = "Model export is not available yet in this build."
+EXPORT_UNAVAILABLE = "Model export is not available in this bot."
 
 
 class AdminActions(Protocol):
@@ -24,13 +26,33 @@ class AdminActions(Protocol):
 
 
 class NoAdminActions:
-    """Used until model export exists: every admin action says it is not available."""
+    """For bots without model export: every admin action says it is not available."""
 
     async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
-        log.info("export requested by %s (%r): not available", requested_by, argument)
+        audit.info("export requested by %s (%r): not available", requested_by, argument)
         return EXPORT_UNAVAILABLE
 
 
-def audit_refusal(platform: str, user: str, action: str) -> None:
+class AdminPolicy:
+    """Admins are listed per platform by user or role id; a trusted platform (the console) is all admins.
+
+    Ids are only compared within their own platform, so a Slack member id can never
+    make a Discord user an admin.  Adapters leave out roles everybody has (Discord's
+    @everyone role, whose id is the server's).
+    """
+
+    def __init__(self, admin_ids: Mapping[str, Collection[str]], trusted_platforms: Collection[str] = ()) -> None:
+        self._admin_ids = {platform: frozenset(ids) for platform, ids in admin_ids.items()}
+        self._trusted = frozenset(trusted_platforms)
+
+    def allows(self, who: Identity) -> bool:
+        """Whether ``who`` may run admin commands."""
+        if who.platform in self._trusted:
+            return True
+        listed = self._admin_ids.get(who.platform, frozenset())
+        return who.user_id in listed or not listed.isdisjoint(who.role_ids)
+
+
+def audit_refusal(who: Identity, action: str) -> None:
     """Record that a non-admin asked for an admin-only action."""
-    log.warning("refused %s for non-admin %s on %s", action, user, platform)
+    audit.warning("refused %s for non-admin %s", action, who)

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from model.export_service import ExportService, follow_current_export
+
 from bot.admin import AdminActions
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import Settings
 from bot.store import HistoryStore, MemoryHistoryStore, SQLiteHistoryStore
-from model.export_service import ExportService, follow_current_export
 from model.loader import load_engine, resolve_model_path
 from model.slot import EngineSlot
 

@@ -1,9 +1,13 @@
-"""Chat commands every adapter understands: /help, /reset, /stats."""
+"""The chat commands every surface understands, and the texts the core answers with."""
 
 from __future__ import annotations
 
-from bot.manager import ConversationManager, Reply
-from bot.types import ConversationKey, ReplyStats
+from dataclasses import dataclass
+
+from bot.types import Incoming
+from model.engine import ReplyStats
+
+COMMANDS = frozenset({"help", "ask", "reset", "stats", "export"})
 
 HELP_TEXT = (
     "Talk to me and I answer with a local model.\n"
@@ -12,6 +16,33 @@ HELP_TEXT = (
     "/export re-export the model (admins; `/export help` for options)\n"
     "/help   this text"
 )
+ASK_USAGE = "Usage: /ask your question"
+NOT_ADMIN = "Only the bot's admins can use /{command}."
+STOPPING = "The bot is shutting down; try again in a moment."
+FAILED = "Sorry, something went wrong while answering. Please try again."
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a message asks for: a command name (``None`` for chat) and its argument."""
+
+    name: str | None
+    argument: str
+
+
+def parse(message: Incoming) -> Command:
+    """The command in ``message``: the platform's own (slash) command, a typed ``/command``, or chat.
+
+    A typed word after ``/`` that is no command of the bot is chat, so "/shrug" reaches the model.
+    """
+    if message.command is not None:
+        return Command(message.command.strip().lstrip("/").lower(), message.text.strip())
+    text = message.text.strip()
+    words = text.split(maxsplit=1) if text.startswith("/") else [""]
+    name = words[0][1:].lower()
+    if name in COMMANDS:
+        return Command(name, words[1] if len(words) > 1 else "")
+    return Command(None, text)
 
 
 def format_stats(stats: ReplyStats | None, model_name: str) -> str:
@@ -23,22 +54,3 @@ def format_stats(stats: ReplyStats | None, model_name: str) -> str:
         f"{stats.tokens_per_s:.1f} tokens/s, {stats.prompt_tokens} prompt tokens, "
         f"{stats.generated_tokens} generated."
     )
-
-
-async def run_command(manager: ConversationManager, key: ConversationKey, text: str) -> str | None:
-    """Answer ``text`` if it is a known command; ``None`` if it is ordinary chat."""
-    command = text.strip().split(maxsplit=1)[0].lower() if text.strip() else ""
-    if command == "/help":
-        return HELP_TEXT
-    if command == "/reset":
-        removed = await manager.reset(key)
-        return f"Conversation forgotten ({removed} messages)."
-    if command == "/stats":
-        return format_stats(manager.last_stats(key), manager.model_name)
-    return None
-
-
-async def dispatch(manager: ConversationManager, key: ConversationKey, text: str) -> str | Reply:
-    """What every adapter does with an incoming message: a command's answer or a streamed reply."""
-    answer = await run_command(manager, key, text)
-    return answer if answer is not None else manager.reply(key, text)

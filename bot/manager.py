@@ -1,25 +1,25 @@
 """The conversation manager: history, trimming, rendering and streaming, per conversation.
 
-Adapters call ``reply(key, text)`` and iterate the returned ``Reply`` for text
-chunks.  Messages of one conversation are answered one at a time in arrival order;
+The core calls ``reply(key, text)`` and iterates the returned ``Reply`` for text
+chunks inside ``async with``.  Messages of one conversation are answered one at a time in arrival order;
 different conversations only share the engine, never a lock.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from bot.guard import guard_for
 from bot.ordering import ArrivalOrder, Place
-from bot.prompt import PHI3_CONTROL_TOKENS, guard_for, render_phi3
 from bot.store import HistoryStore
 from bot.trimming import FittedPrompt, fit_prompt
-from bot.types import ChatMessage, ConversationKey, ReplyStats
-from model.engine import Engine, GenerationParams
+from bot.types import ConversationKey
+from model.engine import ChatMessage, Engine, GenerationParams, ReplyStats, TokenStream
+from model.phi3 import PHI3_CONTROL_TOKENS, render_phi3
 from model.slot import EngineSlot
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,13 @@ class ConversationConfig:
 
 
 class Reply:
-    """One answer being generated: iterate it for text chunks.
+    """One answer being generated, used as ``async with manager.reply(key, text) as reply``.
 
-    After iteration ``text`` holds the whole reply, ``stats`` its measurements and
-    ``notices`` anything the user should be told (for example that their message was cut).
-    Its place in the conversation's line is taken on creation; a reply that is never
-    iterated gives it up on ``aclose()`` or when it is garbage-collected.
+    Iterate it (once) for text chunks.  Afterwards ``text`` holds the whole reply,
+    ``stats`` its measurements and ``notices`` anything the user should be told (for
+    example that their message was cut).  Its place in the conversation's line is taken
+    on creation and given back by ``aclose`` (which leaving the ``async with`` block
+    calls) on every path: served, failed, cancelled or never iterated.
     """
 
     def __init__(self, manager: ConversationManager, key: ConversationKey, text: str, place: Place) -> None:
@@ -58,15 +59,19 @@ class Reply:
         self.text = ""
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
-        self._started = False
-        self._entered = False  # set once iteration really began (not merely __aiter__)
-        weakref.finalize(self, place.leave)
+        self._chunks: AsyncGenerator[str] | None = None
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        if self._started:
+    async def __aenter__(self) -> Reply:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncGenerator[str]:
+        if self._chunks is not None:
             raise RuntimeError("a Reply can be iterated only once")
-        self._started = True
-        return self._manager._run(self)
+        self._chunks = self._manager._run(self)
+        return self._chunks
 
     async def complete(self) -> str:
         """Consume the whole reply and return its text."""
@@ -75,9 +80,24 @@ class Reply:
         return self.text
 
     async def aclose(self) -> None:
-        """Give up a reply that will not be read (further), so later messages are not held up."""
-        if not self._entered:
+        """Stop generating (if it started) and give the place in line back; safe to call more than once."""
+        try:
+            if self._chunks is not None:
+                await self._chunks.aclose()
+        finally:
             self.place.leave()
+
+
+class PendingReset:
+    """A reset waiting for its turn; await it for the number of turns removed (its place is already taken)."""
+
+    def __init__(self, manager: ConversationManager, key: ConversationKey, place: Place) -> None:
+        self._manager = manager
+        self.key = key
+        self.place = place
+
+    def __await__(self) -> Generator[Any, None, int]:
+        return self._manager._reset(self.key, self.place).__await__()
 
 
 class ConversationManager:
@@ -96,12 +116,17 @@ class ConversationManager:
         return self._engines.current.info.name
 
     def reply(self, key: ConversationKey, text: str) -> Reply:
-        """Queue ``text`` in conversation ``key`` (arrival order); iterate the result for chunks."""
+        """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``."""
         return Reply(self, key, text, self._order.take_place(key))
 
-    async def reset(self, key: ConversationKey) -> int:
-        """Forget a conversation's history (after the messages before it); return the turns removed."""
-        place = self._order.take_place(key)
+    def reset(self, key: ConversationKey) -> PendingReset:
+        """Forget a conversation's history once the messages before it are answered; await it for the turns removed.
+
+        The place in line is taken now, before the result is awaited, as ``reply`` does.
+        """
+        return PendingReset(self, key, self._order.take_place(key))
+
+    async def _reset(self, key: ConversationKey, place: Place) -> int:
         try:
             await place.wait()
             self._last_stats.pop(key, None)
@@ -113,33 +138,35 @@ class ConversationManager:
         """Measurements of the last reply in ``key``, if any."""
         return self._last_stats.get(key)
 
-    async def _run(self, reply: Reply) -> AsyncIterator[str]:
-        reply._entered = True
+    async def _run(self, reply: Reply) -> AsyncGenerator[str]:
         try:
             await reply.place.wait()
-            async with self._engines.lease() as engine, aclosing(self._generate(engine, reply)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            async with self._engines.lease() as engine:
+                await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
+                stream = await self._start(engine, reply)
+                try:
+                    async for chunk in stream:
+                        reply.text += chunk
+                        yield chunk
+                finally:
+                    await stream.aclose()
+                    await self._record(reply, stream.stats)
         finally:
             reply.place.leave()
 
-    async def _generate(self, engine: Engine, reply: Reply) -> AsyncGenerator[str]:
-        await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
+    async def _start(self, engine: Engine, reply: Reply) -> TokenStream:
         fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))
         if fitted.cut_message:
             reply.notices.append(CUT_NOTICE)
-        stream = engine.stream(fitted.prompt, self._params())
-        try:
-            async for chunk in stream:
-                reply.text += chunk
-                yield chunk
-        finally:
-            await stream.aclose()
-            if reply.text:
-                await self._store.append(reply.key, ChatMessage("assistant", reply.text))
-            reply.stats = stream.stats
-            if stream.stats is not None:
-                self._remember_stats(reply.key, stream.stats)
+        return engine.stream(fitted.prompt, self._params())
+
+    async def _record(self, reply: Reply, stats: ReplyStats | None) -> None:
+        # A stopped reply keeps the text it showed, so the history matches what users saw.
+        if reply.text:
+            await self._store.append(reply.key, ChatMessage("assistant", reply.text))
+        reply.stats = stats
+        if stats is not None:
+            self._remember_stats(reply.key, stats)
 
     def _remember_stats(self, key: ConversationKey, stats: ReplyStats) -> None:
         self._last_stats[key] = stats

@@ -8,7 +8,8 @@ from typing import Protocol
 
 import aiosqlite
 
-from bot.types import ChatMessage, ConversationKey
+from bot.types import ConversationKey
+from model.engine import ChatMessage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

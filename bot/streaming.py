@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Generic, Protocol, TypeVar
 
 H = TypeVar("H")
@@ -143,25 +144,36 @@ def _open_fence(text: str) -> str | None:
     return opener
 
 
-async def stream_to_sink(chunks: AsyncIterable[str], sink: MessageSink[H], budget: EditBudget, limit: int) -> list[H]:
+async def stream_to_sink(
+    chunks: AsyncIterable[str],
+    sink: MessageSink[H],
+    budget: EditBudget,
+    limit: int,
+    waiting: AbstractAsyncContextManager[object] | None = None,
+) -> list[H]:
     """Show a streamed reply in as few messages as its length needs; return their handles.
 
-    The first non-blank text is posted at once; later text arrives by edits paced by
-    ``budget``; text beyond ``limit`` continues in further messages.  When the stream
-    ends every message holds exactly its part of ``split_message(full_text, limit)``.
+    ``waiting`` (a typing indicator) is held until the first non-blank text, which is
+    posted at once; later text arrives by edits paced by ``budget``; text beyond
+    ``limit`` continues in further messages.  When the stream ends every message holds
+    exactly its part of ``split_message(full_text, limit)``.
     """
-    view = _MessagesView(sink, budget, limit)
+    view = LiveMessages(sink, budget, limit)
     text = ""
-    async for chunk in chunks:
-        text += chunk
-        if text.strip():
-            await view.show(text, final=False)
+    async with AsyncExitStack() as indicator:
+        if waiting is not None:
+            await indicator.enter_async_context(waiting)
+        async for chunk in chunks:
+            text += chunk
+            if text.strip():
+                await indicator.aclose()
+                await view.show(text, final=False)
     await view.show(text if text.strip() else EMPTY_REPLY, final=True)
     return view.handles
 
 
-class _MessagesView(Generic[H]):
-    """What is on screen for one reply, and the edits that bring it up to date."""
+class LiveMessages(Generic[H]):
+    """What is on screen for one growing text, and the edits that bring it up to date."""
 
     def __init__(self, sink: MessageSink[H], budget: EditBudget, limit: int) -> None:
         self._sink = sink
@@ -172,6 +184,7 @@ class _MessagesView(Generic[H]):
         self._edited_at: list[float] = []
 
     async def show(self, text: str, *, final: bool) -> None:
+        """Bring the messages up to ``text``; intermediate edits may be skipped, a ``final`` one never."""
         parts = split_message(text, self._limit)
         for index, part in enumerate(parts):
             is_last = index == len(parts) - 1

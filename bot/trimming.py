@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bot.types import ChatMessage
+from model.engine import ChatMessage
 
 TokenCounter = Callable[[str], Awaitable[int]]
 Render = Callable[[Sequence[ChatMessage]], str]

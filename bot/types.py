@@ -1,11 +1,8 @@
-"""Neutral types shared by the core, the model engine and every adapter."""
+"""Neutral types the core speaks with every adapter: where a message belongs, who wrote it, what it says."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True)
@@ -22,24 +19,27 @@ class ConversationKey:
 
 
 @dataclass(frozen=True)
-class ChatMessage:
-    """One turn of a conversation as the model sees it."""
+class Identity:
+    """Who wrote a message: a user of one platform, with the roles that platform gives them there."""
 
-    role: Role
-    content: str
+    platform: str
+    user_id: str
+    role_ids: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.user_id}"
 
 
 @dataclass(frozen=True)
-class ReplyStats:
-    """Measurements of one generated reply."""
+class Incoming:
+    """A message for the bot, as every adapter hands it to the core.
 
-    model_name: str
-    prompt_tokens: int
-    generated_tokens: int
-    ttft_s: float
-    tpot_s: float
+    ``command`` is set when the platform itself says which command was used (a slash
+    command: ``"ask"``, ``"reset"`` ...) and ``text`` is then its argument; ``None``
+    means ``text`` is what the user typed, which may itself be a command such as ``/reset``.
+    """
 
-    @property
-    def tokens_per_s(self) -> float:
-        """Decoding speed after the first token (0 when too few tokens were generated)."""
-        return 1.0 / self.tpot_s if self.tpot_s > 0 else 0.0
+    key: ConversationKey
+    author: Identity
+    text: str
+    command: str | None = None

@@ -13,9 +13,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from bot.types import ChatMessage, ReplyStats
-
 ModelFamily = Literal["phi3", "generic"]
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation as the model sees it."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Measurements of one generated reply."""
+
+    model_name: str
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    tpot_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decoding speed after the first token (0 when too few tokens were generated)."""
+        return 1.0 / self.tpot_s if self.tpot_s > 0 else 0.0
 
 
 class EngineError(RuntimeError):

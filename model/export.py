@@ -26,9 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.prompt import render_phi3
-from bot.types import ChatMessage
-from model.engine import EngineError, GenerationParams, ModelLoadError
+from model.engine import ChatMessage, EngineError, GenerationParams, ModelLoadError
 from model.export_checks import (
     ExportError,
     Source,
@@ -50,6 +48,7 @@ from model.manifest import (
     write_manifest,
 )
 from model.openvino_engine import OpenVINOEngine
+from model.phi3 import render_phi3
 
 STAGES = (
     "Checking the request",

@@ -18,8 +18,7 @@ from typing import Any
 
 import openvino_genai as ov_genai
 
-from bot.types import ChatMessage, ReplyStats
-from model.engine import EngineError, GenerationParams, ModelInfo, ModelLoadError
+from model.engine import ChatMessage, EngineError, GenerationParams, ModelInfo, ModelLoadError, ReplyStats
 
 # A vocabulary entry that looks like a markup tag (<|end|>, <s>, <filename>) is a
 # candidate control token; it only counts if the tokenizer maps the raw text to it.

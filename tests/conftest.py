@@ -11,6 +11,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from adapters.memory import MemoryAdapter
+from bot.admin import AdminActions, AdminPolicy, NoAdminActions
+from bot.core import Core
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.store import MemoryHistoryStore
@@ -87,7 +89,23 @@ def manager(engine: OpenVINOEngine) -> ConversationManager:
     return make_manager(engine)
 
 
+def make_core(
+    manager: ConversationManager,
+    admin_ids: dict[str, list[str]] | None = None,
+    actions: AdminActions | None = None,
+    stop_grace_s: float = 10.0,
+) -> Core:
+    """The core over ``manager``; nobody is an admin unless ``admin_ids`` lists them per platform."""
+    return Core(manager, AdminPolicy(admin_ids or {}), actions or NoAdminActions(), stop_grace_s)
+
+
 @pytest.fixture
-async def bot(manager: ConversationManager) -> AsyncIterator[MemoryAdapter]:
+def core(manager: ConversationManager) -> Core:
+    """The core over a fresh manager on the real model."""
+    return make_core(manager)
+
+
+@pytest.fixture
+async def bot(core: Core) -> AsyncIterator[MemoryAdapter]:
     """The whole bot behind an in-memory adapter: `await bot.say("hi")`."""
-    yield MemoryAdapter(manager)
+    yield MemoryAdapter(core)

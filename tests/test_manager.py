@@ -9,8 +9,8 @@ from pathlib import Path
 from adapters.memory import MemoryAdapter
 from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager, merge_consecutive_turns
 from bot.store import MemoryHistoryStore, SQLiteHistoryStore
-from bot.types import ChatMessage, ConversationKey
-from model.engine import GenerationParams
+from bot.types import ConversationKey
+from model.engine import ChatMessage, GenerationParams
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.conftest import RecordingEngine, make_manager
@@ -115,7 +115,7 @@ async def test_cancelled_task_stops_generation(engine: OpenVINOEngine) -> None:
 
 async def test_reply_reports_stats(bot: MemoryAdapter) -> None:
     await bot.say("Name a colour.")
-    stats = bot.manager.last_stats(bot.key())
+    stats = bot.core.manager.last_stats(bot.key())
     assert stats is not None
     assert stats.ttft_s > 0 and stats.generated_tokens > 0 and stats.prompt_tokens > 10
     assert "tokens/s" in await bot.say("/stats")

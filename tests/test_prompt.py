@@ -6,9 +6,10 @@ import jinja2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.prompt import PHI3_CONTROL_TOKENS, WORD_JOINER, ControlTokenGuard, render_phi3
-from bot.types import ChatMessage
+from bot.guard import WORD_JOINER, ControlTokenGuard
+from model.engine import ChatMessage
 from model.openvino_engine import OpenVINOEngine
+from model.phi3 import PHI3_CONTROL_TOKENS, render_phi3
 
 # The chat_template of microsoft/Phi-3-mini-4k-instruct's tokenizer_config.json.
 PHI3_OFFICIAL_TEMPLATE = (

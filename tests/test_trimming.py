@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.prompt import render_phi3
 from bot.trimming import CUT_NOTE, ContextTooSmall, fit_prompt
-from bot.types import ChatMessage
+from model.engine import ChatMessage
 from model.openvino_engine import OpenVINOEngine
+from model.phi3 import render_phi3
 
 SYSTEM = ChatMessage("system", "You are a helpful assistant.")
 

@@ -14,7 +14,8 @@ from bot.admin import AdminActions, NoAdminActions
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.store import MemoryHistoryStore
-from bot.types import ChatMessage, ConversationKey
+from bot.types import ConversationKey
+from model.engine import ChatMessage
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.conftest import TEST_MAX_NEW_TOKENS

@@ -10,8 +10,7 @@ import pytest
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.store import MemoryHistoryStore
-from bot.types import ChatMessage
-from model.engine import GenerationParams, ModelInfo, TokenStream
+from model.engine import ChatMessage, GenerationParams, ModelInfo, TokenStream
 from model.export import ExportResult, ExportTarget, ProgressEvent, export_model
 from model.export_checks import missing_export_packages
 from model.export_options import REFERENCE_OPTIONS, ExportRequest

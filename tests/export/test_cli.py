@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import typer
+from model.export_service import ExportService, ModelSwitcher, follow_current_export
 from typer.testing import CliRunner
 
 from bot.export_cli import export
 from bot.manager import Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
-from model.export_service import ExportService, ModelSwitcher, follow_current_export
 from model.manifest import current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot

@@ -8,14 +8,15 @@ import shlex
 from pathlib import Path
 from xml.etree import ElementTree
 
-from bot.prompt import render_phi3
 from bot.settings import DEFAULT_SYSTEM_PROMPT
-from bot.types import ChatMessage, ConversationKey
+from bot.types import ConversationKey
+from model.engine import ChatMessage
 from model.export import ExportResult
 from model.export_options import REFERENCE_ARGS, REFERENCE_OPTIONS
 from model.loader import OPENVINO_MODEL_FILES, resolve_model_path
 from model.manifest import CURRENT_NAME, checksum_mismatches, current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
+from model.phi3 import render_phi3
 from model.slot import EngineSlot
 from tests.export.conftest import MAX_NEW_TOKENS, SharedEngine, manager_on, requires_export_extra
 

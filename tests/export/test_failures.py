@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from model.export_service import ExportService, ModelSwitcher
 
 from bot.types import ConversationKey
 from model.export import ExportBusyError, ExportResult, ExportTarget, ProgressEvent, export_model
 from model.export_checks import ExportError
 from model.export_options import REFERENCE_OPTIONS, ExportOptions, ExportRequest
-from model.export_service import ExportService, ModelSwitcher
 from model.manifest import CURRENT_NAME, exports_dir
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot

@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from model.export_service import ExportService
 
 from bot.admin import AdminActions
 from bot.manager import ConversationManager, Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
-from model.export_service import ExportService
 from model.manifest import current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot

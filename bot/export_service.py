@@ -1,4 +1,4 @@
-"""Admin re-export with hot swap: ``AdminActions.export`` for every platform.
+"""Admin re-export with hot swap, the same for every chat surface.
 
 ``/export [SOURCE] [--option VALUE ...]`` (syntax in ``EXPORT_USAGE``) exports a
 checkpoint, validates it, makes it the current model and swaps the running
@@ -11,81 +11,31 @@ and the result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.admin import ProgressCallback
-from bot.settings import Settings
 from model.engine import ModelLoadError
 from model.export import ExportResult, ExportTarget, ProgressEvent, export_model
 from model.export_checks import ExportError
 from model.export_options import EXPORT_USAGE, ExportRequest, ExportRequestError, parse_export_argument
-from model.loader import load_engine
 from model.manifest import current_export, restore_current_export, utc_now
-from model.slot import EngineSlot
+from model.switcher import ModelSwitcher
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("bot.audit")
+
+ProgressCallback = Callable[[str], Awaitable[None]]
 
 PROGRESS_INTERVAL_S = 10.0
 _HELP_WORDS = frozenset({"help", "-h", "--help"})
 
 
-class ModelSwitcher:
-    """Loads a model and swaps it into the slot, one switch at a time."""
-
-    def __init__(
-        self, slot: EngineSlot, device: str, properties: Mapping[str, str], context_size: int | None = None
-    ) -> None:
-        self.slot = slot
-        self._device = device
-        self._properties = dict(properties)
-        self._context_size = context_size
-        self._lock = asyncio.Lock()
-
-    async def switch_to(self, path: Path) -> bool:
-        """Serve new replies from the model at ``path``; ``False`` if it already answers."""
-        async with self._lock:
-            if _same_file(self.slot.current.info.path, path):
-                return False
-            engine = await asyncio.to_thread(load_engine, path, self._device, self._properties, self._context_size)
-            old = await self.slot.swap(engine)
-            log.info("Now answering with %s; replies in flight finish on %s", engine.info.name, old.info.name)
-            return True
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    # Symlinks and relative data dirs would make equal models look different.
-    return first.resolve() == second.resolve()
-
-
-async def follow_current_export(
-    switcher: ModelSwitcher, models_dir: Path, stop: asyncio.Event, interval: float = 2.0
-) -> None:
-    """Swap to the current export whenever "current" changes (for example after `bot export`) until ``stop``."""
-    seen = await asyncio.to_thread(current_export, models_dir)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        latest = await asyncio.to_thread(current_export, models_dir)
-        if stop.is_set() or latest is None or latest == seen:
-            continue
-        seen = latest
-        try:
-            await switcher.switch_to(latest)
-        except ModelLoadError as error:
-            log.error("The current export %s does not load; still answering with the old model: %s", latest, error)
-        except Exception:  # the watcher must outlive one bad export, whatever went wrong
-            log.exception("Switching to %s failed; still answering with the old model", latest)
-
-
 class ExportService:
-    """Implements ``AdminActions.export``: parse, export one at a time, audit, hot-swap."""
+    """Re-export from chat: parse the argument, export one at a time, audit, hot-swap."""
 
     def __init__(
         self,
@@ -101,14 +51,6 @@ class ExportService:
         self._progress_interval = progress_interval
         self._lock = asyncio.Lock()
         self._running: tuple[str, str] | None = None
-
-    @classmethod
-    def from_settings(cls, slot: EngineSlot, settings: Settings) -> ExportService:
-        """The service for the bot's slot, exporting into the settings' models directory."""
-        properties = settings.runtime_properties()
-        switcher = ModelSwitcher(slot, settings.device, properties, settings.context_size)
-        target = ExportTarget(settings.models_dir, settings.device, properties)
-        return cls(switcher, target, pinned_model=settings.model_path)
 
     @property
     def switcher(self) -> ModelSwitcher:

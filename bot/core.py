@@ -1,0 +1,181 @@
+"""The core: every conversation behaviour, once, for every surface.
+
+An adapter translates a platform event into an ``Incoming`` and calls ``Core.submit``
+with a ``Surface`` for the place it came from.  The core routes commands, checks who
+may run admin ones, answers with the model, streams into the surface, tells the user
+when something failed, and keeps track of everything in flight so that a stop can let
+it finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.admin import AdminActions, AdminPolicy, audit_refusal
+from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, format_stats, parse
+from bot.manager import ConversationManager, PendingReset, Reply
+from bot.ordering import Place
+from bot.streaming import LiveMessages, MessageSink, stream_to_sink
+from bot.surface import Kind, Surface
+from bot.trimming import ContextTooSmall
+from bot.types import Identity, Incoming
+from model.engine import EngineError
+
+log = logging.getLogger(__name__)
+
+# Failures whose reason helps the user (a model error, a context too small); anything else stays in the log.
+EXPLAINED_FAILURES = (EngineError, ContextTooSmall)
+DEFAULT_STOP_GRACE_S = 10.0
+
+
+class Core:
+    """All conversation behaviour: commands, admin policy, replies, failures, in-flight work and the stop."""
+
+    def __init__(
+        self,
+        manager: ConversationManager,
+        admins: AdminPolicy,
+        actions: AdminActions,
+        stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+    ) -> None:
+        self.manager = manager
+        self._admins = admins
+        self._actions = actions
+        self._stop_grace_s = stop_grace_s
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._draining: asyncio.Future[int] | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """False once a stop has begun: new messages get a "shutting down" answer."""
+        return self._draining is None
+
+    @property
+    def in_flight(self) -> int:
+        """How many answers are being worked on now."""
+        return len(self._in_flight)
+
+    def submit(self, message: Incoming, surface: Surface) -> asyncio.Task[None]:
+        """Take ``message``'s place in its conversation now and answer it on ``surface`` in the background.
+
+        Nothing here awaits, so whatever an adapter does after this call (acknowledging,
+        deferring) cannot let a later message overtake this one.  The returned task never
+        raises for a failed answer: the user is told and the error is logged.
+        """
+        command = parse(message)
+        place: Place | None = None
+        work: Coroutine[Any, Any, None]
+        if not self.accepting:
+            work = self._say(surface, STOPPING, Kind.PRIVATE)
+        elif command.name in (None, "ask"):
+            if command.argument:
+                reply = self.manager.reply(message.key, command.argument)
+                place, work = reply.place, self._answer(reply, surface)
+            else:  # a bare mention, or /ask without a question
+                work = self._say(surface, HELP_TEXT if command.name is None else ASK_USAGE, Kind.PRIVATE)
+        elif command.name == "reset":
+            resetting = self.manager.reset(message.key)
+            place, work = resetting.place, self._reset(resetting, surface)
+        elif command.name == "stats":
+            stats = self.manager.last_stats(message.key)
+            work = self._say(surface, format_stats(stats, self.manager.model_name), Kind.PRIVATE)
+        elif command.name == "export":
+            work = self._export(message.author, command.argument, surface)
+        else:
+            work = self._say(surface, HELP_TEXT, Kind.PRIVATE)
+        return self._spawn(self._guarded(work, message, surface), place)
+
+    async def drain(self) -> int:
+        """Stop taking messages, give answers in flight the grace period, cancel the rest; return how many.
+
+        Every adapter calls this when it stops; the first call does the work, the others wait for it.
+        """
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        return await asyncio.shield(self._draining)
+
+    async def _drain(self) -> int:
+        tasks = set(self._in_flight)
+        if not tasks:
+            return 0
+        log.info("Stopping: letting %d answers finish (up to %.0f s)", len(tasks), self._stop_grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("Stopping: cancelled %d answers still being written", len(pending))
+            await asyncio.wait(pending)
+        return len(pending)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], place: Place | None) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        if place is not None:
+            # Given back on every path, also when the task is cancelled before it ever ran.
+            task.add_done_callback(lambda _: place.leave())
+        return task
+
+    async def _guarded(self, work: Coroutine[Any, Any, None], message: Incoming, surface: Surface) -> None:
+        try:
+            await work
+        except Exception as error:  # the answer's boundary: log it in full, tell the user in short
+            log.exception("Could not answer %s in %s", message.author, message.key)
+            text = f"{FAILED} ({error})" if isinstance(error, EXPLAINED_FAILURES) else FAILED
+            try:
+                await surface.send(text, Kind.INFO)
+            except Exception as second:
+                log.warning("Could not tell %s about the failure either: %s", message.author, second)
+
+    async def _answer(self, reply: Reply, surface: Surface) -> None:
+        pacing = surface.pacing
+        async with reply:
+            sink = KindSink(surface, Kind.REPLY)
+            waiting = surface.indicate(Kind.REPLY)
+            await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting)
+        for notice in reply.notices:
+            await surface.send(notice, Kind.NOTICE)
+
+    async def _reset(self, resetting: PendingReset, surface: Surface) -> None:
+        async with surface.indicate(Kind.INFO):
+            removed = await resetting
+        await surface.send(f"Conversation forgotten ({removed} messages).", Kind.INFO)
+
+    async def _export(self, who: Identity, argument: str, surface: Surface) -> None:
+        if not self._admins.allows(who):
+            audit_refusal(who, "/export")
+            await surface.send(NOT_ADMIN.format(command="export"), Kind.PRIVATE)
+            return
+        pacing = surface.pacing
+        view = LiveMessages(KindSink(surface, Kind.PRIVATE), pacing.budget, pacing.message_limit)
+        lines: list[str] = []
+
+        async def progress(line: str) -> None:
+            lines.append(line)
+            await view.show("\n".join(lines), final=False)
+
+        async with surface.indicate(Kind.PRIVATE):
+            outcome = await self._actions.export(str(who), argument, progress)
+        lines.append(outcome)
+        await view.show("\n".join(lines), final=True)
+
+    @staticmethod
+    async def _say(surface: Surface, text: str, kind: Kind) -> None:
+        await surface.send(text, kind)
+
+
+class KindSink(MessageSink[object]):
+    """A surface seen as the message sink of one kind of text."""
+
+    def __init__(self, surface: Surface, kind: Kind) -> None:
+        self._surface = surface
+        self._kind = kind
+
+    async def send(self, text: str) -> object:
+        return await self._surface.send(text, self._kind)
+
+    async def edit(self, handle: object, text: str) -> None:
+        await self._surface.edit(handle, text, self._kind)
