@@ -7,18 +7,21 @@ import contextlib
 import getpass
 import signal
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TextIO
 
-from bot.admin import AdminActions, NoAdminActions
-from bot.commands import dispatch
-from bot.manager import ConversationManager, Reply
-from bot.trimming import ContextTooSmall
-from bot.types import ConversationKey
-from model.engine import EngineError
+from adapters.memory import UNPACED
+from bot.core import Core
+from bot.surface import Kind, Pacing
+from bot.types import ConversationKey, Identity, Incoming
 
 CONSOLE_KEY = ConversationKey("console", "local")
+ASK_KEY = ConversationKey("console", "ask")
 GREETING = "Chatting with {model}. /help lists commands, /quit or Ctrl-D leaves, Ctrl-C stops a reply."
+QUIT_WORDS = frozenset({"/quit", "/exit"})
+
+LineReader = Callable[[str], Awaitable[str | None]]
 
 
 async def read_line(prompt: str) -> str | None:
@@ -46,88 +49,112 @@ def _resolve(future: asyncio.Future[str | None], line: str | None) -> None:
         future.set_result(line)
 
 
-async def stream_to(reply: Reply, output: TextIO) -> None:
-    """Print a reply chunk by chunk as it is generated, then any notices."""
-    async for chunk in reply:
-        output.write(chunk)
-        output.flush()
-    output.write("\n")
-    for notice in reply.notices:
-        output.write(f"({notice})\n")
-    output.flush()
+class ConsoleSurface:
+    """The terminal: a reply streams onto a ``bot>`` line; the bot's own text goes to ``info`` (stdout by default)."""
+
+    pacing: Pacing = UNPACED
+
+    def __init__(self, output: TextIO, info: TextIO | None = None) -> None:
+        self._output = output
+        self._info = info or output
+        self._shown: dict[int, str] = {}
+        self._line_open = False
+        self.replied = False
+
+    async def send(self, text: str, kind: Kind) -> object:
+        self.end_line()
+        if kind is Kind.REPLY:
+            self._write(self._output, "bot> " + text)
+            self._line_open = self.replied = True
+        else:
+            self._write(self._info, f"({text})\n" if kind is Kind.NOTICE else text + "\n")
+        handle = len(self._shown)
+        self._shown[handle] = text
+        return handle
+
+    async def edit(self, handle: object, text: str, kind: Kind) -> None:
+        assert isinstance(handle, int)
+        before = self._shown[handle]
+        # Streamed text only grows, so printing what is new is the edit; anything else starts over.
+        addition = text[len(before) :] if text.startswith(before) else "\n" + text
+        self._write(self._output if kind is Kind.REPLY else self._info, addition)
+        self._shown[handle] = text
+
+    def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext()
+
+    def end_line(self) -> None:
+        """Finish a reply's line, so that what follows starts on its own."""
+        if self._line_open:
+            self._write(self._output, "\n")
+            self._line_open = False
+
+    @staticmethod
+    def _write(stream: TextIO, text: str) -> None:
+        stream.write(text)
+        stream.flush()
 
 
-async def answer_once(manager: ConversationManager, question: str, output: TextIO) -> None:
-    """Answer one question (no history kept between calls)."""
-    result = await dispatch(manager, ConversationKey("console", "ask"), question)
-    if isinstance(result, str):
-        output.write(result + "\n")
-    else:
-        await stream_to(result, output)
+async def answer_once(core: Core, question: str, output: TextIO, errors: TextIO) -> bool:
+    """Answer one question (no history kept between calls); the bot's own text goes to ``errors``.
+
+    Returns whether the model answered, so `bot ask` can exit non-zero when it did not.
+    """
+    surface = ConsoleSurface(output, info=errors)
+    await core.submit(Incoming(ASK_KEY, Identity("console", getpass.getuser()), question), surface)
+    surface.end_line()
+    return surface.replied
 
 
-class ConsoleChat:
+class ConsoleAdapter:
     """The interactive REPL: Ctrl-C stops the reply in progress, or quits at the prompt."""
 
-    def __init__(self, manager: ConversationManager, output: TextIO, admin: AdminActions | None = None) -> None:
-        self._manager = manager
+    platform = "console"
+
+    def __init__(self, output: TextIO, *, user: str | None = None, reader: LineReader = read_line) -> None:
+        self.user = user or getpass.getuser()
+        self._surface = ConsoleSurface(output)
         self._output = output
-        self._admin = admin or NoAdminActions()
+        self._read = reader
         self._current: asyncio.Task[None] | None = None
         self._quit = asyncio.Event()
 
-    async def run(self) -> None:
-        """Read, answer, repeat until /quit, end of input or Ctrl-C at the prompt."""
+    async def serve(self, core: Core, stop: asyncio.Event) -> None:
+        """Read, answer, repeat until /quit, end of input, Ctrl-C at the prompt or ``stop``."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
-        self._output.write(GREETING.format(model=self._manager.model_name) + "\n")
+        self._output.write(GREETING.format(model=core.manager.model_name) + "\n")
         try:
-            while not self._quit.is_set():
-                line = await self._next_line()
-                if line is None or line.strip() in {"/quit", "/exit"}:
+            while not (self._quit.is_set() or stop.is_set()):
+                line = await self._next_line(stop)
+                if line is None or line.strip() in QUIT_WORDS:
                     break
                 if line.strip():
-                    await self._answer(line)
+                    await self._answer(core, line)
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
+            await core.drain()
 
-    async def _next_line(self) -> str | None:
-        reading = asyncio.ensure_future(read_line("you> "))
-        quitting = asyncio.ensure_future(self._quit.wait())
-        done, _ = await asyncio.wait({reading, quitting}, return_when=asyncio.FIRST_COMPLETED)
-        quitting.cancel()
+    async def _next_line(self, stop: asyncio.Event) -> str | None:
+        reading = asyncio.ensure_future(self._read("you> "))
+        waits = {asyncio.ensure_future(self._quit.wait()), asyncio.ensure_future(stop.wait())}
+        done, _ = await asyncio.wait({reading, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
         return reading.result() if reading in done else None
 
-    async def _answer(self, line: str) -> None:
-        if line.split()[0] == "/export":
-            work: Awaitable[None] = self._export(line.strip().removeprefix("/export").strip())
-        else:
-            result = await dispatch(self._manager, CONSOLE_KEY, line)
-            if isinstance(result, str):
-                self._output.write(result + "\n")
-                return
-            self._output.write("bot> ")
-            work = stream_to(result, self._output)
-        self._current = asyncio.ensure_future(work)
+    async def _answer(self, core: Core, line: str) -> None:
+        author = Identity(self.platform, self.user)
+        self._current = task = core.submit(Incoming(CONSOLE_KEY, author, line), self._surface)
         try:
-            await self._current
-        except asyncio.CancelledError:
-            self._output.write("\n(stopped)\n")
-        except (EngineError, ContextTooSmall) as error:
-            self._output.write(f"\n(error: {error})\n")
+            await asyncio.wait({task})  # a Ctrl-C cancels the task, not this loop
         finally:
             self._current = None
-
-    async def _export(self, argument: str) -> None:
-        # Whoever sits at the console owns the machine, so they are an admin.
-        async def progress(line: str) -> None:
-            self._output.write(f"[export] {line}\n")
-            self._output.flush()
-
-        result = await self._admin.export(f"console:{getpass.getuser()}", argument, progress)
-        self._output.write(result + "\n")
+            self._surface.end_line()
+        if task.cancelled():
+            self._output.write("(stopped)\n")
 
     def _interrupt(self) -> None:
         if self._current is not None and not self._current.done():

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from bot.admin import AdminActions, AdminPolicy, audit_refusal
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 # Failures whose reason helps the user (a model error, a context too small); anything else stays in the log.
 EXPLAINED_FAILURES = (EngineError, ContextTooSmall)
 DEFAULT_STOP_GRACE_S = 10.0
+
+Work = Callable[[], Awaitable[object]]
 
 
 class Core:
@@ -67,25 +70,26 @@ class Core:
         """
         command = parse(message)
         place: Place | None = None
-        work: Coroutine[Any, Any, None]
+        # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
+        work: Work
         if not self.accepting:
-            work = self._say(surface, STOPPING, Kind.PRIVATE)
+            work = partial(surface.send, STOPPING, Kind.PRIVATE)
         elif command.name in (None, "ask"):
             if command.argument:
                 reply = self.manager.reply(message.key, command.argument)
-                place, work = reply.place, self._answer(reply, surface)
+                place, work = reply.place, partial(self._answer, reply, surface)
             else:  # a bare mention, or /ask without a question
-                work = self._say(surface, HELP_TEXT if command.name is None else ASK_USAGE, Kind.PRIVATE)
+                work = partial(surface.send, HELP_TEXT if command.name is None else ASK_USAGE, Kind.PRIVATE)
         elif command.name == "reset":
             resetting = self.manager.reset(message.key)
-            place, work = resetting.place, self._reset(resetting, surface)
+            place, work = resetting.place, partial(self._reset, resetting, surface)
         elif command.name == "stats":
             stats = self.manager.last_stats(message.key)
-            work = self._say(surface, format_stats(stats, self.manager.model_name), Kind.PRIVATE)
+            work = partial(surface.send, format_stats(stats, self.manager.model_name), Kind.PRIVATE)
         elif command.name == "export":
-            work = self._export(message.author, command.argument, surface)
+            work = partial(self._export, message.author, command.argument, surface)
         else:
-            work = self._say(surface, HELP_TEXT, Kind.PRIVATE)
+            work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
         return self._spawn(self._guarded(work, message, surface), place)
 
     async def drain(self) -> int:
@@ -119,9 +123,9 @@ class Core:
             task.add_done_callback(lambda _: place.leave())
         return task
 
-    async def _guarded(self, work: Coroutine[Any, Any, None], message: Incoming, surface: Surface) -> None:
+    async def _guarded(self, work: Work, message: Incoming, surface: Surface) -> None:
         try:
-            await work
+            await work()
         except Exception as error:  # the answer's boundary: log it in full, tell the user in short
             log.exception("Could not answer %s in %s", message.author, message.key)
             text = f"{FAILED} ({error})" if isinstance(error, EXPLAINED_FAILURES) else FAILED
@@ -161,10 +165,6 @@ class Core:
             outcome = await self._actions.export(str(who), argument, progress)
         lines.append(outcome)
         await view.show("\n".join(lines), final=True)
-
-    @staticmethod
-    async def _say(surface: Surface, text: str, kind: Kind) -> None:
-        await surface.send(text, kind)
 
 
 class KindSink(MessageSink[object]):

@@ -16,6 +16,7 @@ from model.engine import ChatMessage
 # but the tokenizer no longer matches the special token.
 WORD_JOINER = "\u2060"
 
+
 class ControlTokenGuard:
     """Defuses every control-token string a tokenizer would match in raw text."""
 

@@ -134,6 +134,10 @@ class ConversationManager:
         finally:
             place.leave()
 
+    def waiting(self, key: ConversationKey) -> int:
+        """How many replies and resets of ``key`` hold a place in its line now (the one being served included)."""
+        return self._order.waiting(key)
+
     def last_stats(self, key: ConversationKey) -> ReplyStats | None:
         """Measurements of the last reply in ``key``, if any."""
         return self._last_stats.get(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (platform, channel, thread, id);
 PRAGMA user_version = 1;
 """
+
+
+class HistoryStoreError(RuntimeError):
+    """The history database cannot be opened; the message says which file and why."""
 
 
 class HistoryStore(Protocol):
@@ -50,13 +55,20 @@ class SQLiteHistoryStore:
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteHistoryStore:
-        """Open (creating if needed) the history database at ``path``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path)
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=NORMAL")
-        await connection.executescript(_SCHEMA)
-        await connection.commit()
+        """Open (creating if needed) the history database at ``path``; ``HistoryStoreError`` says why not."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = await aiosqlite.connect(path)
+        except (OSError, sqlite3.Error) as error:
+            raise HistoryStoreError(f"Cannot open the history database {path}: {error}") from None
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.executescript(_SCHEMA)
+            await connection.commit()
+        except sqlite3.Error as error:
+            await connection.close()
+            raise HistoryStoreError(f"Cannot open the history database {path}: {error}") from None
         return cls(connection)
 
     async def append(self, key: ConversationKey, message: ChatMessage) -> None:

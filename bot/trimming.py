@@ -36,8 +36,10 @@ async def fit_prompt(
 ) -> FittedPrompt:
     """Drop the oldest turns, then cut the last one, until the rendered prompt fits ``budget``.
 
-    The system prompt is always kept and the newest turn is never dropped.  Each step
-    renders and counts the real prompt, so template overhead is measured, not guessed.
+    The system prompt is always kept and the newest turn is never dropped.  Turns go in
+    user/assistant pairs, so the kept history never starts with an assistant turn, which
+    strict-alternation templates (Llama 2, Mistral, Gemma) reject.  Each step renders and
+    counts the real prompt, so template overhead is measured, not guessed.
     """
     head = [system] if system is not None else []
 
@@ -45,10 +47,11 @@ async def fit_prompt(
         prompt = render([*head, *messages])
         return prompt, await count(prompt)
 
-    prompt, tokens = await measure(turns)
+    starts = [i for i, turn in enumerate(turns) if turn.role != "assistant"] or [max(len(turns) - 1, 0)]
+    prompt, tokens = await measure(turns[starts[0] :])
     if tokens <= budget or not turns:
-        return _checked(prompt, tokens, budget, 0, False)
-    start = await _first_fitting_start(turns, measure, budget)
+        return _checked(prompt, tokens, budget, starts[0], False)
+    start = await _first_fitting_start(turns, starts, measure, budget)
     prompt, tokens = await measure(turns[start:])
     if tokens <= budget:
         return FittedPrompt(prompt, tokens, start, False)
@@ -61,19 +64,20 @@ async def fit_prompt(
 
 async def _first_fitting_start(
     turns: Sequence[ChatMessage],
+    starts: Sequence[int],
     measure: Callable[[Sequence[ChatMessage]], Awaitable[tuple[str, int]]],
     budget: int,
 ) -> int:
-    """Smallest index i such that turns[i:] fits, else the last index (binary search)."""
-    high = len(turns) - 1
-    low = min(1, high)  # turns[0:] is already known not to fit
+    """Smallest start in ``starts`` such that turns[start:] fits, else the last start (binary search)."""
+    high = len(starts) - 1
+    low = min(1, high)  # starts[0] is already known not to fit
     while low < high:
         middle = (low + high) // 2
-        if (await measure(turns[middle:]))[1] <= budget:
+        if (await measure(turns[starts[middle] :]))[1] <= budget:
             high = middle
         else:
             low = middle + 1
-    return low
+    return starts[low]
 
 
 async def _longest_fitting_prefix(

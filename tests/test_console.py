@@ -22,7 +22,7 @@ def bot_env(model: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run_bot(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "bot", *args]
+    command = [sys.executable, "-m", "entry", *args]
     return subprocess.run(command, env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -44,7 +44,7 @@ def test_chat_commands_and_history(bundled_model: Path, tmp_path: Path) -> None:
 def test_chat_streams_tokens_one_after_another(bundled_model: Path, tmp_path: Path) -> None:
     env = bot_env(bundled_model, tmp_path, BOT_MAX_NEW_TOKENS="80")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "chat"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-m", "entry", "chat"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert process.stdin is not None and process.stdout is not None
     arrivals: list[tuple[float, bytes]] = []

@@ -8,31 +8,31 @@ import signal
 
 import pytest
 
-from adapters.launch import run_until_stopped
-from bot.admin import AdminActions
-from bot.manager import ConversationManager
-from bot.settings import Settings
+from bot.core import Core
+from entry.platforms import run_until_stopped
 
 
-async def stuck_starting(
-    manager: ConversationManager, settings: Settings, admin: AdminActions, stop: asyncio.Event
-) -> None:
-    """A platform whose start-up hangs on a server that never answers."""
-    await asyncio.Event().wait()
+class Platform:
+    """A stand-in adapter whose ``serve`` behaves as ``behaviour`` says."""
+
+    def __init__(self, platform: str, behaviour: str) -> None:
+        self.platform = platform
+        self.behaviour = behaviour
+
+    async def serve(self, core: Core, stop: asyncio.Event) -> None:
+        if self.behaviour == "failing":
+            raise RuntimeError("rejected token")
+        if self.behaviour == "stuck_starting":  # start-up hangs on a server that never answers
+            await asyncio.Event().wait()
+        await stop.wait()
 
 
-async def well_behaved(
-    manager: ConversationManager, settings: Settings, admin: AdminActions, stop: asyncio.Event
-) -> None:
-    await stop.wait()
+stuck_starting, well_behaved, failing = "stuck_starting", "well_behaved", "failing"
 
 
-async def failing(manager: ConversationManager, settings: Settings, admin: AdminActions, stop: asyncio.Event) -> None:
-    raise RuntimeError("rejected token")
-
-
-async def run(servers: dict, deadline_s: float = 0.5) -> asyncio.Task[None]:  # type: ignore[type-arg]
-    task = asyncio.create_task(run_until_stopped(servers, None, None, None, deadline_s))  # type: ignore[arg-type]
+async def run(servers: dict[str, str], deadline_s: float = 0.5) -> asyncio.Task[None]:
+    adapters = [Platform(name, behaviour) for name, behaviour in servers.items()]
+    task = asyncio.create_task(run_until_stopped(adapters, None, deadline_s))  # type: ignore[arg-type]
     await asyncio.sleep(0.1)
     return task
 

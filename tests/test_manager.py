@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
-from adapters.memory import MemoryAdapter
+import pytest
+
+from adapters.memory import MemoryAdapter, MemorySurface
 from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager, merge_consecutive_turns
 from bot.store import MemoryHistoryStore, SQLiteHistoryStore
-from bot.types import ConversationKey
+from bot.trimming import ContextTooSmall
+from bot.types import ConversationKey, Identity, Incoming
 from model.engine import ChatMessage, GenerationParams
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.conftest import RecordingEngine, make_manager
+from tests.conftest import RecordingEngine, make_core, make_manager
 
 KEY = ConversationKey("memory", "general")
 
@@ -124,7 +129,7 @@ async def test_reply_reports_stats(bot: MemoryAdapter) -> None:
 async def test_stream_arrives_in_several_chunks(bot: MemoryAdapter) -> None:
     chunks = await bot.chunks("Tell me about the sea in three sentences.")
     assert len(chunks) > 3
-    assert bot.manager.last_stats(bot.key()) is not None
+    assert bot.core.manager.last_stats(bot.key()) is not None
 
 
 async def test_over_long_message_is_cut_and_the_user_is_told(engine: OpenVINOEngine) -> None:
@@ -157,13 +162,70 @@ async def test_arrival_order_holds_even_if_replies_are_read_in_another_order(man
     assert [m.content for m in history if m.role == "user"] == ["First message.", "Second message."]
 
 
-async def test_an_abandoned_reply_does_not_block_the_conversation(manager: ConversationManager) -> None:
-    abandoned = manager.reply(KEY, "Never read.")
-    await abandoned.aclose()
-    assert await asyncio.wait_for(manager.reply(KEY, "Hi").complete(), timeout=30)
-    forgotten = manager.reply(KEY, "Dropped without aclose.")
-    del forgotten  # garbage-collected: its place in line is given up
-    assert await asyncio.wait_for(manager.reset(KEY), timeout=5) == 2
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """No correctness may depend on the garbage collector."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def consume(manager: ConversationManager, text: str, first_chunk: asyncio.Event | None = None) -> None:
+    async with manager.reply(KEY, text) as reply:
+        async for _ in reply:
+            if first_chunk is not None:
+                first_chunk.set()
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_reply_never_iterated_frees_its_line_on_leaving(manager: ConversationManager) -> None:
+    async with manager.reply(KEY, "Never read."):
+        assert manager.waiting(KEY) == 1
+    assert manager.waiting(KEY) == 0
+    assert await asyncio.wait_for(manager.reset(KEY), timeout=5) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_reply_cancelled_before_its_turn_frees_its_line(manager: ConversationManager) -> None:
+    ahead = manager.reply(KEY, "First in line, not read yet.")
+    waiting = asyncio.create_task(consume(manager, "Second in line."))
+    await asyncio.sleep(0.05)
+    assert manager.waiting(KEY) == 2
+    waiting.cancel()
+    await asyncio.wait({waiting})
+    assert manager.waiting(KEY) == 1
+    await ahead.aclose()
+    assert manager.waiting(KEY) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_reply_cancelled_mid_stream_frees_its_line(manager: ConversationManager) -> None:
+    first_chunk = asyncio.Event()
+    streaming = asyncio.create_task(consume(manager, "Tell me a long story about the sea.", first_chunk))
+    await asyncio.wait_for(first_chunk.wait(), timeout=60)
+    streaming.cancel()
+    await asyncio.wait({streaming})
+    assert streaming.cancelled() and manager.waiting(KEY) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_failed_reply_frees_its_line(engine: OpenVINOEngine) -> None:
+    manager = make_manager(engine, system_prompt="Be helpful. " * 5000)  # more than the whole context
+    with pytest.raises(ContextTooSmall):
+        await consume(manager, "Hello")
+    assert manager.waiting(KEY) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_submitted_message_cancelled_before_it_ran_frees_its_line(manager: ConversationManager) -> None:
+    core = make_core(manager)
+    for text in ("Hello", "/reset"):
+        task = core.submit(Incoming(KEY, Identity("memory", "tester"), text), MemorySurface())
+        task.cancel()  # before the task ever ran: its coroutine never starts
+        await asyncio.wait({task})
+        assert manager.waiting(KEY) == 0 and core.in_flight == 0
 
 
 async def test_user_text_never_becomes_control_tokens_in_the_prompt(engine: OpenVINOEngine) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.cli import EXIT_BAD_SETTINGS, app
+from entry.cli import EXIT_BAD_SETTINGS, app
 from bot.settings import SettingsError, load_settings
 
 SECRET = "xoxb-very-secret-token-value"

@@ -22,7 +22,8 @@ async def count_words(text: str) -> int:
 
 
 def conversation(lengths: Sequence[int]) -> list[ChatMessage]:
-    roles = ["user", "assistant"]
+    """Alternating turns ending with the user's new message, as histories do (so odd lengths start with the user)."""
+    roles = ["user", "assistant"] if len(lengths) % 2 else ["assistant", "user"]
     return [ChatMessage(roles[i % 2], " ".join(f"w{i}" for _ in range(n))) for i, n in enumerate(lengths)]  # type: ignore[arg-type]
 
 
@@ -43,9 +44,18 @@ async def test_oldest_turns_go_first_and_the_result_fits(lengths: list[int], bud
     if not fitted.cut_message:
         kept = turns[fitted.dropped_turns :]
         assert fitted.prompt == render_phi3([SYSTEM, *kept])
-        if fitted.dropped_turns:  # keeping one more turn would not have fit
-            longer = render_phi3([SYSTEM, *turns[fitted.dropped_turns - 1 :]])
+        assert kept[0].role == "user"  # history goes in pairs: never an assistant turn first
+        earlier_starts = [i for i in range(fitted.dropped_turns) if turns[i].role == "user"]
+        if earlier_starts:  # keeping one more pair would not have fit
+            longer = render_phi3([SYSTEM, *turns[earlier_starts[-1] :]])
             assert await count_words(longer) > budget
+
+
+async def test_a_history_starting_with_an_assistant_turn_is_not_sent_that_way() -> None:
+    turns = conversation([3, 4, 5, 6])  # assistant, user, assistant, user
+    fitted = await fit_prompt(SYSTEM, turns, render_phi3, count_words, budget=1000)
+    assert fitted.dropped_turns == 1
+    assert fitted.prompt == render_phi3([SYSTEM, *turns[1:]])
 
 
 async def test_over_long_message_is_cut_with_a_visible_note() -> None:

@@ -10,22 +10,23 @@ from pathlib import Path
 
 import pytest
 import typer
-from model.export_service import ExportService, ModelSwitcher, follow_current_export
 from typer.testing import CliRunner
 
-from bot.export_cli import export
 from bot.manager import Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
+from entry.compose import export_service
+from entry.export_cli import export
 from model.manifest import current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
+from model.switcher import ModelSwitcher, follow_current_export
 from tests.export.conftest import RUNTIME, SharedEngine, manager_on, requires_export_extra
 
 # `bot export` as the lead registers it: the same typer function as a command.
 _APP = typer.Typer()
 _APP.command()(export)
-_RUN_EXPORT = "import typer; from bot.export_cli import export; typer.run(export)"
+_RUN_EXPORT = "import typer; from entry.export_cli import export; typer.run(export)"
 
 
 def test_without_the_export_extra_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +104,7 @@ async def test_admin_export_without_the_extra_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     old = SharedEngine(engine)
-    service = ExportService.from_settings(EngineSlot(old), Settings(data_dir=tmp_path / "data"))
+    service = export_service(EngineSlot(old), Settings(data_dir=tmp_path / "data"))
     lines: list[str] = []
 
     async def progress(line: str) -> None:

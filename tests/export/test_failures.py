@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from model.export_service import ExportService, ModelSwitcher
 
+from bot.export_service import ExportService
 from bot.types import ConversationKey
 from model.export import ExportBusyError, ExportResult, ExportTarget, ProgressEvent, export_model
 from model.export_checks import ExportError
@@ -18,6 +18,7 @@ from model.export_options import REFERENCE_OPTIONS, ExportOptions, ExportRequest
 from model.manifest import CURRENT_NAME, exports_dir
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
+from model.switcher import ModelSwitcher
 from tests.export.conftest import RUNTIME, SharedEngine, manager_on, requires_export_extra
 
 pytestmark = requires_export_extra

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from model.export_service import _withdraw_export
 
+from bot.export_service import _withdraw_export
 from model.export import child_environment
 from model.export_options import ExportOptions, ExportRequestError, parse_export_argument
 from model.manifest import MANIFEST_FORMAT, current_export, set_current_export, write_manifest

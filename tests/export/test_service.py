@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from model.export_service import ExportService
 
 from bot.admin import AdminActions
 from bot.manager import ConversationManager, Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
+from entry.compose import export_service
 from model.manifest import current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
@@ -41,7 +41,7 @@ async def test_admin_export_swaps_models_while_serving(
     slot = EngineSlot(old)
     manager = manager_on(slot, max_new_tokens=8)
     settings = Settings(data_dir=tmp_path / "data", ov_properties={"PERFORMANCE_HINT": "LATENCY"})
-    service: AdminActions = ExportService.from_settings(slot, settings)
+    service: AdminActions = export_service(slot, settings)
     lines: list[str] = []
 
     async def progress(line: str) -> None:
@@ -92,7 +92,7 @@ async def test_help_and_bad_arguments_answer_without_exporting(
     engine: OpenVINOEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     slot = EngineSlot(SharedEngine(engine))
-    service = ExportService.from_settings(slot, Settings(data_dir=tmp_path / "data"))
+    service = export_service(slot, Settings(data_dir=tmp_path / "data"))
 
     async def progress(line: str) -> None:
         raise AssertionError(f"no progress expected, got {line!r}")

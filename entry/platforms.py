@@ -1,4 +1,4 @@
-"""Which platforms `bot run` starts, and running them until SIGTERM or Ctrl-C."""
+"""Which platforms `bot run` starts, each from its own settings, and running them until SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from bot.admin import AdminActions
-from bot.manager import ConversationManager
-from bot.settings import Settings
+from adapters.base import Adapter
+from bot.core import Core
+from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
-
-Serve = Callable[[ConversationManager, Settings, AdminActions, asyncio.Event], Awaitable[None]]
 
 # After SIGTERM, how long platforms may take to finish replies and disconnect.
 STOP_DEADLINE_S = 30.0
 # platform name -> (adapter module, pip extra that installs its library)
 PLATFORMS = {"Discord": ("adapters.discord", "discord"), "Slack": ("adapters.slack", "slack")}
-
-
-class PlatformStartupError(RuntimeError):
-    """A platform refused to start (rejected credentials, for example); the message says why."""
 
 
 class MissingExtra(RuntimeError):
@@ -38,10 +32,14 @@ def configured_platforms(settings: Settings) -> list[str]:
     return [name for name, token in wanted.items() if token is not None]
 
 
-def load_servers(platforms: list[str]) -> dict[str, Serve]:
-    """Import each platform's adapter; explain which extra to install when one is missing."""
-    servers: dict[str, Serve] = {}
-    for name in platforms:
+def load_adapters(settings: Settings) -> list[Adapter]:
+    """An adapter for each configured platform, built from that platform's settings alone.
+
+    Raises ``MissingExtra`` naming the extra to install when a platform's library is
+    missing, and ``SettingsError`` when a platform lacks a setting it needs.
+    """
+    adapters: list[Adapter] = []
+    for name in configured_platforms(settings):
         module_name, extra = PLATFORMS[name]
         try:
             module = importlib.import_module(module_name)
@@ -49,17 +47,49 @@ def load_servers(platforms: list[str]) -> dict[str, Serve]:
             raise MissingExtra(
                 f"{name} is configured but its library is missing ({error.name}): pip install -e '.[{extra}]'"
             ) from error
-        servers[name] = module.serve
-    return servers
+        adapters.append(BUILDERS[name](module, settings))
+    return adapters
 
 
-async def run_until_stopped(
-    servers: dict[str, Serve],
-    manager: ConversationManager,
-    settings: Settings,
-    admin: AdminActions,
-    deadline_s: float = STOP_DEADLINE_S,
-) -> None:
+def _discord(module: Any, settings: Settings) -> Adapter:
+    assert settings.discord_token is not None  # configured_platforms checked it
+    config = module.DiscordConfig(
+        token=settings.discord_token.get_secret_value(),
+        channels=frozenset(settings.discord_channels),
+        api_base=settings.discord_api_base,
+        gateway_url=settings.discord_gateway_url,
+    )
+    adapter: Adapter = module.DiscordAdapter(config)
+    return adapter
+
+
+def _slack(module: Any, settings: Settings) -> Adapter:
+    needed = {"SLACK_BOT_TOKEN": settings.slack_bot_token}
+    if settings.slack_mode == "socket":
+        needed["SLACK_APP_TOKEN"] = settings.slack_app_token
+    else:
+        needed["SLACK_SIGNING_SECRET"] = settings.slack_signing_secret
+    missing = [name for name, value in needed.items() if value is None]
+    if missing:
+        raise SettingsError("\n".join(f"{name}: required in Slack {settings.slack_mode} mode" for name in missing))
+    secrets = {name: value.get_secret_value() if value else None for name, value in needed.items()}
+    config = module.SlackConfig(
+        bot_token=secrets["SLACK_BOT_TOKEN"],
+        app_token=secrets.get("SLACK_APP_TOKEN"),
+        signing_secret=secrets.get("SLACK_SIGNING_SECRET"),
+        mode=settings.slack_mode,
+        port=settings.slack_port,
+        channels=frozenset(settings.slack_channels),
+        api_url=settings.slack_api_url,
+    )
+    adapter: Adapter = module.SlackAdapter(config)
+    return adapter
+
+
+BUILDERS = {"Discord": _discord, "Slack": _slack}
+
+
+async def run_until_stopped(adapters: list[Adapter], core: Core, deadline_s: float = STOP_DEADLINE_S) -> None:
     """Run every platform together until SIGTERM or Ctrl-C, then stop them gracefully.
 
     Each platform gets ``deadline_s`` to finish its replies and disconnect (also one still
@@ -74,11 +104,8 @@ async def run_until_stopped(
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal)
-    log.info("Serving %s; SIGTERM or Ctrl-C stops", ", ".join(servers))
-    tasks = [
-        asyncio.create_task(_stop_all_if_one_fails(serve(manager, settings, admin, stop), stop))
-        for serve in servers.values()
-    ]
+    log.info("Serving %s; SIGTERM or Ctrl-C stops", ", ".join(adapter.platform for adapter in adapters))
+    tasks = [asyncio.create_task(_stop_all_if_one_fails(adapter.serve(core, stop), stop)) for adapter in adapters]
     try:
         await _until_done(tasks, stop, force, deadline_s)
     finally:

@@ -9,13 +9,16 @@ from typing import Annotated
 
 import typer
 
-from adapters.console import ConsoleChat, answer_once
-from adapters.launch import MissingExtra, PlatformStartupError, configured_platforms, load_servers, run_until_stopped
-from bot.app import BotServices, open_services
-from bot.export_cli import export as export_command
+from adapters.base import Adapter, PlatformStartupError
+from adapters.console import ConsoleAdapter, answer_once
+from bot.core import Core
 from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
+from bot.store import HistoryStoreError
 from bot.trimming import ContextTooSmall
+from entry.compose import open_core
+from entry.export_cli import export as export_command
+from entry.platforms import MissingExtra, load_adapters, run_until_stopped
 from model.engine import EngineError, ModelLoadError
 
 EXIT_BAD_SETTINGS = 2
@@ -38,11 +41,11 @@ def _settings() -> Settings:
     return settings
 
 
-def _serve(settings: Settings, session: Callable[[BotServices], Awaitable[None]], *, persistent: bool) -> None:
+def _serve(settings: Settings, session: Callable[[Core], Awaitable[None]], *, persistent: bool) -> None:
     async def main() -> None:
         typer.echo("Loading the model…", err=True)
-        async with open_services(settings, persistent=persistent, follow_exports=persistent) as services:
-            await session(services)
+        async with open_core(settings, persistent=persistent, follow_exports=persistent) as core:
+            await session(core)
 
     try:
         asyncio.run(main())
@@ -52,7 +55,7 @@ def _serve(settings: Settings, session: Callable[[BotServices], Awaitable[None]]
     except SettingsError as error:  # a platform found a setting it needs missing or wrong
         typer.echo(f"Invalid settings:\n{error}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    except (PlatformStartupError, EngineError, ContextTooSmall) as error:
+    except (PlatformStartupError, HistoryStoreError, EngineError, ContextTooSmall) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
 
@@ -68,30 +71,35 @@ def main(context: typer.Context) -> None:
 def run() -> None:
     """Start every platform whose tokens are set; the console chat when none are."""
     settings = _settings()
-    platforms = configured_platforms(settings)
-    if not platforms:
-        chat()
-        return
     try:
-        servers = load_servers(platforms)
-    except MissingExtra as error:
+        adapters = load_adapters(settings)
+    except (MissingExtra, SettingsError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    _serve(settings, lambda bot: run_until_stopped(servers, bot.manager, settings, bot.admin), persistent=True)
+    if not adapters:
+        chat()
+        return
+    _serve(settings, lambda core: run_until_stopped(adapters, core), persistent=True)
 
 
 @app.command()
 def chat() -> None:
     """Chat in the terminal; replies stream as they are generated."""
     settings = _settings()
-    _serve(settings, lambda bot: ConsoleChat(bot.manager, sys.stdout, bot.admin).run(), persistent=True)
+    console: Adapter = ConsoleAdapter(sys.stdout)
+    _serve(settings, lambda core: console.serve(core, asyncio.Event()), persistent=True)
 
 
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]) -> None:
     """Print one answer and exit."""
     settings = _settings()
-    _serve(settings, lambda bot: answer_once(bot.manager, question, sys.stdout), persistent=False)
+
+    async def one_answer(core: Core) -> None:
+        if not await answer_once(core, question, sys.stdout, sys.stderr):
+            raise typer.Exit(1)  # the bot said why on stderr
+
+    _serve(settings, one_answer, persistent=False)
 
 
 app.command("export")(export_command)

@@ -1,0 +1,79 @@
+"""The composition root: settings in, a running core out, everything closed again on every path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from bot.admin import AdminPolicy
+from bot.core import Core
+from bot.export_service import ExportService
+from bot.manager import ConversationConfig, ConversationManager
+from bot.settings import Settings
+from bot.store import HistoryStore, MemoryHistoryStore, SQLiteHistoryStore
+from model.export import ExportTarget
+from model.loader import load_engine, resolve_model_path
+from model.slot import EngineSlot
+from model.switcher import ModelSwitcher, follow_current_export
+
+# Whoever sits at the console owns the machine, so the console user is an admin.
+TRUSTED_PLATFORMS = ("console",)
+
+
+def conversation_config(settings: Settings) -> ConversationConfig:
+    """The generation settings the manager applies to every reply."""
+    return ConversationConfig(
+        system_prompt=settings.system_prompt,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+    )
+
+
+def admin_policy(settings: Settings) -> AdminPolicy:
+    """Each platform's admins, as its settings list them."""
+    listed = {"discord": settings.discord_admin_ids, "slack": settings.slack_admin_ids}
+    return AdminPolicy(listed, trusted_platforms=TRUSTED_PLATFORMS)
+
+
+async def load_engine_slot(settings: Settings, *, progress: bool = True) -> EngineSlot:
+    """Find (fetching the bundled model if needed) and compile the configured model."""
+    path = await asyncio.to_thread(resolve_model_path, settings.model_path, settings.models_dir, progress=progress)
+    engine = await asyncio.to_thread(
+        load_engine, path, settings.device, settings.runtime_properties(), settings.context_size
+    )
+    return EngineSlot(engine)
+
+
+def export_service(slot: EngineSlot, settings: Settings) -> ExportService:
+    """Admin re-export into the settings' models directory, swapping into ``slot``."""
+    properties = settings.runtime_properties()
+    switcher = ModelSwitcher(slot, settings.device, properties, settings.context_size)
+    target = ExportTarget(settings.models_dir, settings.device, properties)
+    return ExportService(switcher, target, pinned_model=settings.model_path)
+
+
+@asynccontextmanager
+async def open_core(
+    settings: Settings, *, persistent: bool = True, progress: bool = True, follow_exports: bool = True
+) -> AsyncIterator[Core]:
+    """Load the model and history store and build the core; close everything on exit, also after a failure.
+
+    With ``follow_exports`` (and no BOT_MODEL_PATH pinning a model) the bot also switches,
+    without dropping a reply, to any export that `bot export` makes current meanwhile.
+    """
+    async with AsyncExitStack() as stack:
+        slot = await load_engine_slot(settings, progress=progress)
+        stack.push_async_callback(slot.aclose)
+        store: HistoryStore = await SQLiteHistoryStore.open(settings.history_db) if persistent else MemoryHistoryStore()
+        stack.push_async_callback(store.close)
+        exports = export_service(slot, settings)
+        if follow_exports and settings.model_path is None:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(follow_current_export(exports.switcher, settings.models_dir, stop))
+            stack.push_async_callback(asyncio.wait, {watcher})
+            stack.callback(stop.set)
+        manager = ConversationManager(slot, store, conversation_config(settings))
+        yield Core(manager, admin_policy(settings), exports)
