@@ -69,10 +69,21 @@ class MemoryAdapter:
         return ConversationKey(self.platform, channel, thread)
 
     async def posts(
-        self, text: str, channel: str = "general", thread: str | None = None, *, user: str | None = None
+        self,
+        text: str,
+        channel: str = "general",
+        thread: str | None = None,
+        *,
+        user: str | None = None,
+        addressed: bool = True,
     ) -> list[Post]:
-        """Post ``text`` (as ``user``) and return everything the bot showed in answer."""
+        """Post ``text`` (as ``user``) and return everything the bot showed in answer.
+
+        A message not ``addressed`` to the bot is chatter among users: it never reaches the core.
+        """
         surface = MemorySurface()
+        if not addressed:
+            return surface.posts
         author = Identity(self.platform, user or self.user)
         await self.core.submit(Incoming(self.key(channel, thread), author, text), surface)
         return surface.posts

@@ -102,11 +102,13 @@ class Core:
         return await asyncio.shield(self._draining)
 
     async def _drain(self) -> int:
-        tasks = set(self._in_flight)
-        if not tasks:
-            return 0
-        log.info("Stopping: letting %d answers finish (up to %.0f s)", len(tasks), self._stop_grace_s)
-        _, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)
+        # Answers that arrive meanwhile (each told that the bot is stopping) are waited for too.
+        deadline = asyncio.get_running_loop().time() + self._stop_grace_s
+        if self._in_flight:
+            log.info("Stopping: letting %d answers finish (up to %.0f s)", len(self._in_flight), self._stop_grace_s)
+        while self._in_flight and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self._in_flight), timeout=left)
+        pending = set(self._in_flight)
         for task in pending:
             task.cancel()
         if pending:

@@ -1,48 +1,46 @@
-"""The Discord connection: log in, pick intents, register commands, answer messages, stop cleanly."""
+"""The Discord connection: log in, pick intents, register commands, hand events to the core, stop cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 import discord
+from discord import app_commands
 
-from adapters.discord.commands import SlashCommands
+from adapters.base import PlatformStartupError
 from adapters.discord.endpoints import Endpoints, attach_gateway, attach_rest, webhooks_pointed_at
-from adapters.discord.replies import Answering, ChannelSink
-from adapters.discord.translate import (
-    FAILED,
-    MESSAGE_LIMIT,
-    NO_MENTIONS,
-    TriggerPolicy,
-    conversation_key,
-    incoming,
-    invite_url,
-    prompt_text,
-    trigger,
-)
-from adapters.launch import PlatformStartupError
-from bot.admin import AdminActions
-from bot.commands import dispatch
-from bot.manager import ConversationManager
-from bot.settings import Settings
+from adapters.discord.surfaces import ChannelSurface, Interaction, InteractionSurface
+from adapters.discord.translate import NO_MENTIONS, PLATFORM, TriggerPolicy, command_incoming, invite_url, to_incoming
+from bot.core import Core
 from bot.streaming import EditBudget
-from bot.types import ConversationKey
+from bot.surface import Pacing
 
 log = logging.getLogger(__name__)
 
+CommandTree = app_commands.CommandTree[discord.Client]
+
+MESSAGE_LIMIT = 2000
 MIN_MESSAGE_LIMIT = 32  # split_message needs room for a reopened code fence
+NO_CONTENT_INTENT = (
+    "message_content intent is not enabled for this application: answering mentions and DMs only "
+    "(enable 'Message Content Intent' in the Developer Portal for replies and DISCORD_CHANNELS)"
+)
 
 
 @dataclass(frozen=True)
-class DiscordOptions:
-    """Tunables of the adapter; the defaults are Discord's limits and sensible pacing."""
+class DiscordConfig:
+    """The adapter's settings: the token, channels answered without a mention, addresses, limits and pacing."""
 
+    token: str = field(repr=False)
+    channels: frozenset[str] = frozenset()
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str | None = None  # None: the address GET /gateway/bot names
     message_limit: int = MESSAGE_LIMIT
-    stop_grace_s: float = 10.0
     edit_interval_s: float = 1.0
     edits_per_second: float = 4.0
     guild_ready_timeout_s: float = 2.0
@@ -50,8 +48,8 @@ class DiscordOptions:
     def __post_init__(self) -> None:
         if not MIN_MESSAGE_LIMIT <= self.message_limit <= MESSAGE_LIMIT:
             raise ValueError(f"message_limit must be between {MIN_MESSAGE_LIMIT} and {MESSAGE_LIMIT} characters")
-        if self.stop_grace_s < 0 or self.edit_interval_s < 0 or self.edits_per_second <= 0:
-            raise ValueError("stop_grace_s and edit_interval_s must be >= 0 and edits_per_second > 0")
+        if self.edit_interval_s < 0 or self.edits_per_second <= 0 or self.guild_ready_timeout_s < 0:
+            raise ValueError("edit_interval_s and guild_ready_timeout_s must be >= 0 and edits_per_second > 0")
 
 
 class DiscordStartError(PlatformStartupError):
@@ -60,12 +58,7 @@ class DiscordStartError(PlatformStartupError):
 
 def gateway_intents(message_content: bool) -> discord.Intents:
     """The gateway events the bot needs; message_content only where the application may have it."""
-    intents = discord.Intents.none()
-    intents.guilds = True
-    intents.guild_messages = True
-    intents.dm_messages = True
-    intents.message_content = message_content
-    return intents
+    return discord.Intents(guilds=True, guild_messages=True, dm_messages=True, message_content=message_content)
 
 
 def content_intent_allowed(flags: discord.ApplicationFlags) -> bool:
@@ -73,32 +66,56 @@ def content_intent_allowed(flags: discord.ApplicationFlags) -> bool:
     return flags.gateway_message_content or flags.gateway_message_content_limited
 
 
-class DiscordBot:
-    """Translates between one discord.py client and the conversation core."""
+class DiscordAdapter:
+    """Translates between one discord.py client and the core: messages and slash commands in, surfaces out."""
 
-    def __init__(
-        self, manager: ConversationManager, settings: Settings, admin: AdminActions, options: DiscordOptions
-    ) -> None:
-        self._manager = manager
-        self._settings = settings
-        self._options = options
-        self.endpoints = Endpoints(settings.discord_api_base)
-        budget = EditBudget(options.edit_interval_s, options.edits_per_second)
-        self._answering = Answering(budget, options.message_limit)
-        self._slash = SlashCommands(manager, admin, settings.discord_admin_ids, self._answering)
-        self._policy: TriggerPolicy | None = None
+    platform = PLATFORM
+    _core: Core  # set by serve, before any event can arrive
+    _policy: TriggerPolicy  # set once logged in, before the gateway connects
 
-    async def start(self, token: str) -> discord.Client:
-        """Log in, choose intents, point the gateway, register slash commands; return the client."""
-        client = await self._logged_in(token, message_content=True)
+    def __init__(self, config: DiscordConfig) -> None:
+        self.config = config
+        self._endpoints = Endpoints(config.api_base)
+        # One budget for every answer on the connection: Discord rate-limits the bot as a whole.
+        self._pacing = Pacing(EditBudget(config.edit_interval_s, config.edits_per_second), config.message_limit)
+
+    async def serve(self, core: Core, stop: asyncio.Event) -> None:
+        """Answer on Discord until ``stop`` is set, then drain the core and disconnect.
+
+        Raises ``DiscordStartError`` when the token is missing or rejected, or Discord cannot be reached.
+        """
+        if not self.config.token:
+            raise DiscordStartError("DISCORD_TOKEN is not set")
+        self._core = core
+        with webhooks_pointed_at(self._endpoints):
+            client = await self._start()
+            await self._run(client, core, stop)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Hand ``message`` to the core if it is for the bot; everything else is ignored."""
+        found = to_incoming(message, self._policy)
+        if found is not None:
+            why, incoming = found
+            log.info("Answering a %s in %s", why.value, incoming.key)
+            self._core.submit(incoming, ChannelSurface(message.channel, message, self._pacing))
+
+    def on_command(self, interaction: Interaction, name: str, argument: str) -> None:
+        """Hand a slash command to the core; it defers the response itself, after taking its place."""
+        self._core.submit(command_incoming(interaction, name, argument), InteractionSurface(interaction, self._pacing))
+
+    async def _start(self) -> discord.Client:
+        # Log in asking for message_content; without the portal's permission, log in again without it.
+        client = await self._logged_in(message_content=True)
         try:
             content_intent = content_intent_allowed(client.application_flags)
             if not content_intent:
                 await client.close()
-                client = await self._logged_in(token, message_content=False)
-            self._log_intent(content_intent)
+                client = await self._logged_in(message_content=False)
+                log.warning(NO_CONTENT_INTENT)
+            else:
+                log.info("message_content intent on: answering mentions, DMs, replies and DISCORD_CHANNELS")
             assert client.user is not None  # login fetched it
-            self._policy = TriggerPolicy(client.user.id, frozenset(self._settings.discord_channels), content_intent)
+            self._policy = TriggerPolicy(client.user.id, self.config.channels, content_intent)
             attach_gateway(client.http, await self._gateway_url(client))
             await self._sync_commands(client)
         except BaseException:
@@ -107,123 +124,56 @@ class DiscordBot:
         log.info("Invite the bot to a server with %s", invite_url(client.application_id or client.user.id))
         return client
 
-    async def run(self, client: discord.Client, stop: asyncio.Event) -> None:
-        """Stay connected until ``stop`` is set, then finish or cancel replies and disconnect."""
+    async def _run(self, client: discord.Client, core: Core, stop: asyncio.Event) -> None:
         connection = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
         stopping = asyncio.create_task(stop.wait(), name="discord-stop")
         try:
             await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            await self._shut_down(client, connection)
+            await self._shut_down(client, core, connection)
         if not connection.cancelled():
             _raise_fatal(connection)
 
-    async def on_ready(self) -> None:
-        """Log once the gateway session is ready."""
-        log.info("Connected to Discord")
-
-    async def on_message(self, message: discord.Message) -> None:
-        """Answer ``message`` if it is for the bot; everything else is ignored."""
-        if self._answering.stopping or self._policy is None:
-            return
-        received = incoming(message)
-        why = trigger(received, self._policy)
-        text = prompt_text(received.content, self._policy.bot_id, received.mention_names) if why else ""
-        if why is None or not text:
-            return
-        key = conversation_key(received.channel_id, received.parent_id)
-        log.info("Answering a %s in %s", why.value, key)
-        with self._answering.inflight.track():
-            try:
-                await self._answer(message, key, text)
-            except Exception:  # the event's boundary: whatever failed, log it and tell the user
-                log.exception("Could not answer message %s in %s", message.id, key)
-                await self._tell_failure(message)
-
-    async def _answer(self, message: discord.Message, key: ConversationKey, text: str) -> None:
-        result = await dispatch(self._manager, key, text)
-        sink = ChannelSink(message.channel, reply_to=message)
-        if isinstance(result, str):
-            await sink.send(result)
-            return
-        await self._answering.stream(result, sink, waiting=message.channel.typing)
-
-    async def _tell_failure(self, message: discord.Message) -> None:
-        try:
-            await message.channel.send(FAILED, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException:
-            log.warning("Could not tell the user about the failure either")
-
-    def _new_client(self, message_content: bool) -> discord.Client:
-        client = discord.Client(
-            intents=gateway_intents(message_content),
-            allowed_mentions=NO_MENTIONS,
-            guild_ready_timeout=self._options.guild_ready_timeout_s,
-        )
-        attach_rest(client.http, self.endpoints)
+    async def _logged_in(self, *, message_content: bool) -> discord.Client:
+        intents, timeout = gateway_intents(message_content), self.config.guild_ready_timeout_s
+        client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS, guild_ready_timeout=timeout)
+        attach_rest(client.http, self._endpoints)
         client.event(self.on_message)
-        client.event(self.on_ready)
-        return client
-
-    async def _logged_in(self, token: str, *, message_content: bool) -> discord.Client:
-        client = self._new_client(message_content)
         try:
-            await client.login(token)
+            await client.login(self.config.token)
         except BaseException as error:
             await client.close()
             if isinstance(error, discord.LoginFailure):
-                raise DiscordStartError(f"DISCORD_TOKEN was rejected by {self.endpoints.api_base}") from None
+                raise DiscordStartError(f"DISCORD_TOKEN was rejected by {self._endpoints.api_base}") from None
             if isinstance(error, aiohttp.ClientError | discord.HTTPException | OSError):
-                raise DiscordStartError(f"Cannot log in at {self.endpoints.api_base}: {error}") from None
+                raise DiscordStartError(f"Cannot log in at {self._endpoints.api_base}: {error}") from None
             raise
         return client
 
     async def _gateway_url(self, client: discord.Client) -> str:
-        if self._settings.discord_gateway_url:
-            return self._settings.discord_gateway_url
+        if self.config.gateway_url:
+            return self.config.gateway_url
         try:
             _, url, _ = await client.http.get_bot_gateway()
         except discord.GatewayNotFound:
-            raise DiscordStartError(f"{self.endpoints.api_base}/gateway/bot did not name a gateway") from None
+            raise DiscordStartError(f"{self._endpoints.api_base}/gateway/bot did not name a gateway") from None
         log.debug("Gateway reported by the API: %s", url)
         return url
 
     async def _sync_commands(self, client: discord.Client) -> None:
-        tree = self._slash.tree(client)
         try:
-            synced = await tree.sync()
-        except discord.HTTPException as error:
-            # Messages still work without slash commands, so this is not fatal.
+            synced = await _command_tree(client, self.on_command).sync()
+            log.info("Registered slash commands: %s", ", ".join(f"/{command.name}" for command in synced))
+        except discord.HTTPException as error:  # not fatal: messages still work without slash commands
             log.warning("Could not register slash commands: %s", error)
-            return
-        log.info("Registered slash commands: %s", ", ".join(f"/{command.name}" for command in synced))
 
-    def _log_intent(self, content_intent: bool) -> None:
-        if content_intent:
-            log.info("message_content intent on: answering mentions, DMs, replies to the bot and DISCORD_CHANNELS")
-            return
-        log.warning(
-            "message_content intent is not enabled for this application: answering mentions and DMs only "
-            "(enable 'Message Content Intent' in the Developer Portal for replies and DISCORD_CHANNELS)"
-        )
-
-    async def _settle_startup(self, client: discord.Client) -> None:
-        """Let discord.py finish its post-READY start-up, which would otherwise dispatch into a closed client."""
-        session_started = client.ws is not None and client.ws.session_id is not None
-        if session_started and not client.is_ready():
+    async def _shut_down(self, client: discord.Client, core: Core, connection: asyncio.Task[None]) -> None:
+        await core.drain()  # the gateway stays open meanwhile, so answers can still be posted
+        # Let discord.py finish its post-READY start-up, which would otherwise dispatch into a closed client.
+        if client.ws is not None and client.ws.session_id is not None and not client.is_ready():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.wait_until_ready(), self._options.guild_ready_timeout_s + 1.0)
-
-    async def _shut_down(self, client: discord.Client, connection: asyncio.Task[None]) -> None:
-        self._answering.stopping = True
-        in_flight = len(self._answering.inflight)
-        if in_flight:
-            log.info("Stopping: letting %d replies finish (up to %.0f s)", in_flight, self._options.stop_grace_s)
-        cancelled = await self._answering.inflight.drain(self._options.stop_grace_s)
-        if cancelled:
-            log.warning("Stopping: cancelled %d replies still being written", cancelled)
-        await self._settle_startup(client)
+                await asyncio.wait_for(client.wait_until_ready(), self.config.guild_ready_timeout_s + 1.0)
         # Stop reading the gateway first: discord.py closes a socket it is reading with code 4000
         # (a resumable drop), while an idle one is closed with 1000, which ends the session.
         connection.cancel()
@@ -244,23 +194,33 @@ def _raise_fatal(connection: asyncio.Task[None]) -> None:
         raise DiscordStartError(f"Discord closed the gateway connection (code {error.code}: {error.reason})") from None
 
 
-async def serve(
-    manager: ConversationManager,
-    settings: Settings,
-    admin: AdminActions,
-    stop: asyncio.Event,
-    *,
-    options: DiscordOptions | None = None,
-) -> None:
-    """Run the Discord bot until ``stop`` is set; then stop taking messages and disconnect.
+def _command_tree(client: discord.Client, submit: Callable[[Interaction, str, str], None]) -> CommandTree:
+    """/ask, /reset, /stats and /export, each handed to ``submit`` as (interaction, name, argument)."""
 
-    Replies in flight get ``options.stop_grace_s`` to finish before they are cancelled.
-    Raises ``DiscordStartError`` when the token is missing or rejected or the server
-    cannot be reached.
-    """
-    if settings.discord_token is None:
-        raise DiscordStartError("DISCORD_TOKEN is not set")
-    bot = DiscordBot(manager, settings, admin, options or DiscordOptions())
-    with webhooks_pointed_at(bot.endpoints):
-        client = await bot.start(settings.discord_token.get_secret_value())
-        await bot.run(client, stop)
+    # discord.py reads option names and types from each callback's signature.
+    @app_commands.command(name="ask", description="Ask the bot; the answer streams in as it is written.")
+    @app_commands.describe(prompt="Your question or message")
+    async def ask(interaction: Interaction, prompt: str) -> None:
+        submit(interaction, "ask", prompt)
+
+    @app_commands.command(name="reset", description="Forget this conversation.")
+    async def reset(interaction: Interaction) -> None:
+        submit(interaction, "reset", "")
+
+    @app_commands.command(name="stats", description="Speed of the last reply and the model in use.")
+    async def stats(interaction: Interaction) -> None:
+        submit(interaction, "stats", "")
+
+    # Hidden from members without Manage Server by default; the core still checks the admin list.
+    @app_commands.command(name="export", description="Admins: re-export the model.")
+    @app_commands.describe(argument="SOURCE [--option VALUE ...], or help; empty: the default model and settings")
+    @app_commands.default_permissions(manage_guild=True)
+    async def export(interaction: Interaction, argument: str = "") -> None:
+        submit(interaction, "export", argument)
+
+    tree: CommandTree = app_commands.CommandTree(client)
+    tree.add_command(ask)
+    tree.add_command(reset)
+    tree.add_command(stats)
+    tree.add_command(export)
+    return tree

@@ -1,18 +1,12 @@
 """Point one discord.py client at a Discord-compatible server (``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL``).
 
-discord.py 2.7 has no per-client setting for either address: REST URLs are built
-from the class attribute ``discord.http.Route.BASE`` and the first gateway
-connection goes to ``DiscordWebSocket.DEFAULT_GATEWAY``.  Assigning those would
-re-point every client in the process, so instead this module rewrites URLs on
-their way out of *one* client:
-
-* REST: the client's own ``HTTPClient.request`` is wrapped on that instance;
-* interaction callbacks and follow-ups (webhook routes, sent by discord.py's
-  ``AsyncWebhookAdapter``): a rebasing adapter is installed in the library's own
-  ``async_context`` context variable for the serving task and the tasks it starts;
-* gateway: the instance's ``HTTPClient.ws_connect`` sends connections meant for
-  the default gateway to the configured one (resume URLs the server hands out pass
-  through untouched).
+discord.py 2.7 reads both addresses from class attributes (``Route.BASE``,
+``DiscordWebSocket.DEFAULT_GATEWAY``); assigning those would re-point every client in
+the process, so this module rewrites URLs on their way out of *one* client: its
+``HTTPClient.request`` (REST), a rebasing webhook adapter in discord.py's
+``async_context`` variable for the serving task and its children (interaction
+responses, follow-ups), and its ``ws_connect`` (the first gateway connection;
+resume URLs the server hands out pass through).
 """
 
 from __future__ import annotations

@@ -1,25 +1,22 @@
-"""Pure translation between discord.py objects and the core's neutral types.
+"""Pure translation between discord.py objects and the core's types; nothing here touches the network.
 
-Inbound: a ``discord.Message`` becomes an ``IncomingMessage``; ``trigger`` decides
-whether the bot answers it, ``conversation_key`` where it belongs and ``prompt_text``
-what the model reads.  Outbound: what every post carries (no mentions), how notices
-look, and the invite URL.  Nothing here touches the network.
+Inbound: whether the bot answers a message and the core's ``Incoming`` of it (or of a
+slash command).  Outbound: no mentions on any post, how each kind of text looks, the invite URL.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import discord
 
-from bot.types import ConversationKey
+from bot.surface import Kind
+from bot.types import ConversationKey, Identity, Incoming
 
 PLATFORM = "discord"
-MESSAGE_LIMIT = 2000
-FAILED = "Sorry, something went wrong while answering."
 
 # Model output must never ping anyone: every send and edit carries this.
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -40,24 +37,6 @@ class Trigger(enum.Enum):
 
 
 @dataclass(frozen=True)
-class IncomingMessage:
-    """The parts of a Discord message the adapter decides on, as plain values."""
-
-    message_id: int
-    channel_id: int
-    author_id: int
-    content: str
-    is_dm: bool = False
-    parent_id: int | None = None  # the parent channel when the message is in a thread
-    author_is_bot: bool = False
-    from_webhook: bool = False
-    is_system: bool = False
-    mentioned_ids: frozenset[int] = frozenset()
-    mention_names: Mapping[int, str] = field(default_factory=dict)
-    replied_to_author_id: int | None = None
-
-
-@dataclass(frozen=True)
 class TriggerPolicy:
     """What makes the bot answer: its own id, the always-answer channels, the content intent."""
 
@@ -71,56 +50,43 @@ def thread_parent(channel: object) -> int | None:
     return channel.parent_id if isinstance(channel, discord.Thread) else None
 
 
-def incoming(message: discord.Message) -> IncomingMessage:
-    """Read the fields ``trigger``, ``conversation_key`` and ``prompt_text`` need."""
-    reference = message.reference
-    resolved = reference.resolved if reference is not None else None
-    return IncomingMessage(
-        message_id=message.id,
-        channel_id=message.channel.id,
-        author_id=message.author.id,
-        content=message.content,
-        is_dm=message.guild is None,
-        parent_id=thread_parent(message.channel),
-        author_is_bot=message.author.bot,
-        from_webhook=message.webhook_id is not None,
-        is_system=message.is_system(),
-        mentioned_ids=frozenset(user.id for user in message.mentions),
-        mention_names={user.id: user.display_name for user in message.mentions},
-        replied_to_author_id=resolved.author.id if isinstance(resolved, discord.Message) else None,
-    )
-
-
-def trigger(message: IncomingMessage, policy: TriggerPolicy) -> Trigger | None:
-    """Why the bot should answer ``message``, or ``None`` to stay silent.
+def trigger(message: discord.Message, policy: TriggerPolicy) -> Trigger | None:
+    """Why the bot should answer ``message``, or ``None`` to stay silent (bots, webhooks and system messages).
 
     Without the message_content intent Discord sends text only for mentions and DMs,
     so replies and listed channels cannot trigger then.
     """
-    if message.author_id == policy.bot_id or message.author_is_bot or message.from_webhook or message.is_system:
+    author = message.author
+    if author.id == policy.bot_id or author.bot or message.webhook_id is not None or message.is_system():
         return None
-    if message.is_dm:
+    if message.guild is None:
         return Trigger.DM
-    if policy.bot_id in message.mentioned_ids:
+    if any(user.id == policy.bot_id for user in message.mentions):
         return Trigger.MENTION
     if not policy.content_intent:
         return None
-    if message.replied_to_author_id == policy.bot_id:
+    replied_to = message.reference.resolved if message.reference else None
+    if isinstance(replied_to, discord.Message) and replied_to.author.id == policy.bot_id:
         return Trigger.REPLY
-    listed = {str(message.channel_id), str(message.parent_id)} & policy.channels
+    listed = {str(message.channel.id), str(thread_parent(message.channel))} & policy.channels
     return Trigger.CHANNEL if listed else None
 
 
-def conversation_key(channel_id: int, parent_id: int | None = None) -> ConversationKey:
-    """The channel's conversation, or the thread's own when the message is in a thread."""
+def conversation_key(channel: object, channel_id: int) -> ConversationKey:
+    """The channel's conversation, or the thread's own when ``channel`` is a thread."""
+    parent_id = thread_parent(channel)
     if parent_id is None:
         return ConversationKey(PLATFORM, str(channel_id))
     return ConversationKey(PLATFORM, str(parent_id), str(channel_id))
 
 
-def channel_key(channel: object, channel_id: int) -> ConversationKey:
-    """The conversation of a discord.py channel object (a thread keeps its own)."""
-    return conversation_key(channel_id, thread_parent(channel))
+def identity(user: discord.User | discord.Member) -> Identity:
+    """Who wrote a message or used a command, with their server roles (none in a DM) except @everyone.
+
+    @everyone's id is the server's: counting it would make everybody an admin once the server id is listed.
+    """
+    roles = user.roles if isinstance(user, discord.Member) else []
+    return Identity(PLATFORM, str(user.id), frozenset(str(role.id) for role in roles if not role.is_default()))
 
 
 def prompt_text(content: str, bot_id: int, names: Mapping[int, str]) -> str:
@@ -135,14 +101,29 @@ def prompt_text(content: str, bot_id: int, names: Mapping[int, str]) -> str:
     return _USER_MENTION.sub(replace, content).strip()
 
 
-def is_admin(user_id: int, role_ids: Iterable[int], admin_ids: Collection[str]) -> bool:
-    """Whether the user, or one of their roles, is listed in ``DISCORD_ADMIN_IDS``."""
-    return str(user_id) in admin_ids or any(str(role) in admin_ids for role in role_ids)
+def to_incoming(message: discord.Message, policy: TriggerPolicy) -> tuple[Trigger, Incoming] | None:
+    """Why the bot answers ``message`` and what the core gets of it, or ``None`` when the bot stays silent.
+
+    A bare mention or DM is handed on (the core answers with help); an empty post in a
+    listed channel or a reply (an image, say) is no question.
+    """
+    why = trigger(message, policy)
+    names = {user.id: user.display_name for user in message.mentions}
+    text = prompt_text(message.content, policy.bot_id, names)
+    if why is None or (not text and why in (Trigger.REPLY, Trigger.CHANNEL)):
+        return None
+    return why, Incoming(conversation_key(message.channel, message.channel.id), identity(message.author), text)
 
 
-def notice_text(notice: str) -> str:
-    """A core notice shown under a reply, in Discord's small subtext style."""
-    return f"-# {notice}"
+def command_incoming(interaction: discord.Interaction[discord.Client], name: str, argument: str) -> Incoming:
+    """A slash command as the core gets it, in the conversation of its channel (a thread keeps its own)."""
+    key = conversation_key(interaction.channel, interaction.channel_id or 0)
+    return Incoming(key, identity(interaction.user), argument, command=name)
+
+
+def render(text: str, kind: Kind) -> str:
+    """How a core text looks on Discord: notices in the small subtext style, the rest as they are."""
+    return f"-# {text}" if kind is Kind.NOTICE else text
 
 
 def invite_url(application_id: int | str) -> str:

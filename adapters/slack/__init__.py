@@ -1,5 +1,6 @@
 """Slack adapter: a slack-bolt app translating between Slack and the conversation core."""
 
-from adapters.slack.app import SlackOptions, SlackStartupError, serve
+from adapters.slack.app import SlackAdapter
+from adapters.slack.connection import SlackConfig, SlackStartupError
 
-__all__ = ["SlackOptions", "SlackStartupError", "serve"]
+__all__ = ["SlackAdapter", "SlackConfig", "SlackStartupError"]

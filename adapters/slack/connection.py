@@ -1,51 +1,91 @@
-"""How Slack's events reach the Bolt app: Socket Mode or an HTTP endpoint."""
+"""Reaching Slack: the adapter's config, the Web API client, and Socket Mode or an HTTP endpoint for events."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.base import PlatformStartupError
 
 log = logging.getLogger(__name__)
 
 
-class SocketConnection:
-    """A Socket Mode WebSocket (slack_sdk's aiohttp client) feeding the app."""
+class SlackStartupError(PlatformStartupError):
+    """Slack refused the configured credentials; the message says which and why."""
 
-    def __init__(self, app: AsyncApp, client: AsyncWebClient, app_token: str) -> None:
-        self._client = client
-        self._app_token = app_token
-        self._handler = AsyncSocketModeHandler(app, app_token=app_token, web_client=client)
 
-    async def open(self) -> None:
-        """Connect; raises ``SlackApiError`` when Slack refuses the app token."""
+@dataclass(frozen=True)
+class SlackConfig:
+    """What the Slack adapter needs, and nothing of other platforms; the tunables suit a real workspace."""
+
+    bot_token: str
+    app_token: str | None = None  # Socket Mode
+    signing_secret: str | None = None  # HTTP mode
+    mode: Literal["socket", "http"] = "socket"
+    port: int = 3000
+    channels: frozenset[str] = frozenset()  # channels where every message is answered
+    api_url: str = "https://slack.com/api/"
+    # chat.update is a Tier 3 method (about 50 calls a minute per workspace); one budget for all replies.
+    edit_interval_s: float = 1.0
+    edits_per_minute: float = 50.0
+    # Slack truncates long messages and readability suffers well before its hard limit.
+    message_limit: int = 3500
+    rate_limit_retries: int = 3
+    http_host: str = "0.0.0.0"  # Slack must reach the HTTP endpoint from outside
+    http_path: str = "/slack/events"
+
+
+def web_client(config: SlackConfig) -> AsyncWebClient:
+    """The Web API client for ``config.api_url``, retrying HTTP 429 after ``Retry-After``."""
+    return AsyncWebClient(
+        token=config.bot_token,
+        base_url=config.api_url if config.api_url.endswith("/") else config.api_url + "/",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+        ],
+    )
+
+
+async def identify(client: AsyncWebClient) -> str:
+    """The bot's own user id; raises ``SlackStartupError`` when Slack rejects the bot token."""
+    try:
+        response = await client.auth_test()
+    except SlackApiError as error:
+        raise SlackStartupError(f"Slack rejected SLACK_BOT_TOKEN: {error.response.get('error')}") from None
+    return str(response["user_id"])
+
+
+async def connect(app: AsyncApp, client: AsyncWebClient, config: SlackConfig) -> Callable[[], Awaitable[None]]:
+    """Start taking events for ``app``; return what closes the connection.
+
+    Raises ``SlackStartupError`` when Slack rejects the app token.
+    """
+    if config.mode == "http":
+        runner = web.AppRunner(app.web_app(path=config.http_path, port=config.port))
+        await runner.setup()
+        await web.TCPSite(runner, config.http_host, config.port).start()
+        log.info("Slack HTTP endpoint listening on %s:%d", config.http_host, config.port)
+        return runner.cleanup  # lets requests being handled finish
+    assert config.app_token is not None, "Socket Mode needs an app token"
+    try:
         # Asking for the URL here fails fast on a bad token; the SDK would retry forever.
-        response = await self._client.apps_connections_open(app_token=self._app_token)
-        self._handler.client.wss_uri = str(response["url"])
-        await self._handler.connect_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
-
-    async def close(self) -> None:
-        """Close the WebSocket; Slack sends new events to other connections or keeps them."""
-        await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
-
-
-class HttpConnection:
-    """An aiohttp server at ``path`` receiving signed requests from Slack."""
-
-    def __init__(self, app: AsyncApp, host: str, port: int, path: str) -> None:
-        self._runner = web.AppRunner(app.web_app(path=path, port=port))
-        self._host = host
-        self._port = port
-
-    async def open(self) -> None:
-        """Start listening."""
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-        log.info("Slack HTTP endpoint listening on %s:%d", self._host, self._port)
-
-    async def close(self) -> None:
-        """Stop listening, letting requests being handled finish."""
-        await self._runner.cleanup()
+        response = await client.apps_connections_open(app_token=config.app_token)
+    except SlackApiError as error:
+        raise SlackStartupError(f"Slack rejected SLACK_APP_TOKEN: {error.response.get('error')}") from None
+    handler = AsyncSocketModeHandler(app, app_token=config.app_token, web_client=client)
+    handler.client.wss_uri = str(response["url"])
+    await handler.connect_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
+    return handler.close_async

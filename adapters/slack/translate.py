@@ -1,8 +1,4 @@
-"""Pure translation between Slack payloads and the core's neutral types (no I/O).
-
-Everything here works on the plain dictionaries Slack sends, so it is tested without
-a network or an app.
-"""
+"""Pure translation of the plain dictionaries Slack sends into the core's neutral types (no I/O)."""
 
 from __future__ import annotations
 
@@ -11,9 +7,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.types import ConversationKey
+from bot.types import ConversationKey, Identity, Incoming
 
 PLATFORM = "slack"
+# The slash commands slack-manifest.yaml declares.
+COMMANDS = ("/ask", "/reset", "/stats", "/export")
 
 # Plain messages, files with a caption and thread replies also sent to the channel.
 # Every other subtype (edits, deletions, joins, bot_message ...) is not something to answer.
@@ -37,7 +35,7 @@ class SlackMessage:
     @property
     def key(self) -> ConversationKey:
         """The conversation this message belongs to: its channel and thread."""
-        return thread_key(self.channel, self.thread_ts)
+        return ConversationKey(PLATFORM, self.channel, self.thread_ts)
 
     @property
     def message_id(self) -> str:
@@ -45,34 +43,15 @@ class SlackMessage:
         return f"{self.channel}:{self.ts}"
 
 
-@dataclass(frozen=True)
-class SlashCommand:
-    """A slash command invocation."""
-
-    name: str
-    text: str
-    user: str
-    channel: str
-
-
-def thread_key(channel: str, thread_ts: str) -> ConversationKey:
-    """The conversation of one Slack thread."""
-    return ConversationKey(PLATFORM, channel, thread_ts)
-
-
 def channel_key(channel: str) -> ConversationKey:
     """The channel-wide conversation slash commands use (Slack does not tell them the thread)."""
     return ConversationKey(PLATFORM, channel)
 
 
-def is_from_bot(event: Mapping[str, Any], bot_user_id: str) -> bool:
-    """Whether a bot (this one or any other) wrote the message."""
-    return bool(event.get("bot_id")) or event.get("user") == bot_user_id or event.get("subtype") == "bot_message"
-
-
 def to_message(event: Mapping[str, Any], bot_user_id: str) -> SlackMessage | None:
     """The message in a ``message`` or ``app_mention`` event, or ``None`` if it is not a human's new message."""
-    if is_from_bot(event, bot_user_id) or str(event.get("subtype") or "") not in ANSWERED_SUBTYPES:
+    from_bot = event.get("bot_id") or event.get("user") == bot_user_id or event.get("subtype") == "bot_message"
+    if from_bot or str(event.get("subtype") or "") not in ANSWERED_SUBTYPES:
         return None
     channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
     if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(user, str)):
@@ -97,9 +76,18 @@ def is_addressed(
     """Whether the bot should answer: a mention, a DM, a watched channel or a thread it already answers."""
     if mentioned or event.get("channel_type") == "im" or event.get("channel") in watched_channels:
         return True
-    thread_ts = event.get("thread_ts")
-    channel = event.get("channel")
+    thread_ts, channel = event.get("thread_ts"), event.get("channel")
     return isinstance(thread_ts, str) and isinstance(channel, str) and follows_thread(channel, thread_ts)
+
+
+def to_command(body: Mapping[str, Any], bot_user_id: str) -> Incoming:
+    """A slash command payload for the core, in the channel's conversation (``/ASK`` is ``/ask``)."""
+    return Incoming(
+        channel_key(str(body.get("channel_id") or "")),
+        Identity(PLATFORM, str(body.get("user_id") or "")),
+        clean_text(str(body.get("text") or ""), bot_user_id),
+        command=str(body.get("command") or "").strip().lstrip("/").lower(),
+    )
 
 
 def clean_text(text: str, bot_user_id: str) -> str:
@@ -122,13 +110,3 @@ def _plain_span(span: str, bot_user_id: str) -> str:
     if label and label != target:
         return f"{label} ({target})"
     return target.removeprefix("mailto:")
-
-
-def to_command(body: Mapping[str, Any], bot_user_id: str) -> SlashCommand:
-    """A slash command payload as a ``SlashCommand`` (``/ASK`` and ``/ask`` are the same command)."""
-    return SlashCommand(
-        name=str(body.get("command") or "").strip().lower(),
-        text=clean_text(str(body.get("text") or ""), bot_user_id),
-        user=str(body.get("user_id") or ""),
-        channel=str(body.get("channel_id") or ""),
-    )

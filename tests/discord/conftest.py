@@ -9,22 +9,23 @@ from typing import Any
 
 import pytest
 
-from adapters.discord import DiscordOptions, serve
-from bot.admin import AdminActions, NoAdminActions
+from adapters.discord import DiscordAdapter, DiscordConfig
+from bot.admin import AdminActions
+from bot.core import Core
 from bot.manager import ConversationConfig, ConversationManager
-from bot.settings import DEFAULT_SYSTEM_PROMPT, Settings
+from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.store import MemoryHistoryStore
 from bot.types import ConversationKey
 from model.engine import ChatMessage
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.conftest import TEST_MAX_NEW_TOKENS
+from tests.conftest import TEST_MAX_NEW_TOKENS, make_core
 from tests.discord.gateway import GatewaySession
 from tests.discord.payloads import TOKEN
 from tests.discord.standin import DiscordStandIn
 
 # Quick edits so even a short reply is edited while it streams; a short wait for guilds at start.
-FAST = DiscordOptions(edit_interval_s=0.1, edits_per_second=20.0, guild_ready_timeout_s=0.1)
+FAST: dict[str, Any] = {"edit_interval_s": 0.1, "edits_per_second": 20.0, "guild_ready_timeout_s": 0.1}
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ class RunningBot:
     task: asyncio.Task[None]
     stop: asyncio.Event
     session: GatewaySession
+    core: Core
 
     async def stopped(self, seconds: float = 60.0) -> None:
         """Set the stop event and wait for ``serve`` to return."""
@@ -68,20 +70,30 @@ StartBot = Callable[..., Awaitable[RunningBot]]
 
 @pytest.fixture
 async def start_bot(standin: DiscordStandIn, chat_manager: ConversationManager) -> AsyncIterator[StartBot]:
-    """``await start_bot(**settings)`` runs the real discord.py bot until its gateway session is ready."""
+    """``await start_bot(**config)`` runs the real discord.py bot over a fresh core until its gateway session is ready.
+
+    ``admin_ids`` lists Discord admins (users or roles); other keywords are ``DiscordConfig`` fields.
+    """
     running: list[RunningBot] = []
 
-    async def start(*, admin: AdminActions | None = None, options: DiscordOptions = FAST, **fields: Any) -> RunningBot:
-        settings = Settings(**({"discord_token": TOKEN, "discord_api_base": standin.api_base} | fields))
+    async def start(
+        *,
+        actions: AdminActions | None = None,
+        admin_ids: list[str] | None = None,
+        stop_grace_s: float = 10.0,
+        **fields: Any,
+    ) -> RunningBot:
+        config = DiscordConfig(**({"token": TOKEN, "api_base": standin.api_base} | FAST | fields))
+        core = make_core(chat_manager, {"discord": admin_ids or []}, actions, stop_grace_s)
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(chat_manager, settings, admin or NoAdminActions(), stop, options=options))
+        task = asyncio.create_task(DiscordAdapter(config).serve(core, stop))
         connected = asyncio.create_task(standin.connected())
         await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             connected.cancel()
             task.result()  # raises why the bot did not start
             raise AssertionError("serve returned before connecting")
-        bot = RunningBot(task, stop, connected.result())
+        bot = RunningBot(task, stop, connected.result(), core)
         running.append(bot)
         return bot
 

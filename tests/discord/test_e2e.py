@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 
-from adapters.discord import DiscordStartError, serve
-from adapters.discord.commands import NOT_ADMIN
-from bot.admin import NoAdminActions, ProgressCallback
-from bot.commands import format_stats
+from adapters.discord import DiscordAdapter, DiscordConfig, DiscordStartError
+from bot.admin import ProgressCallback
+from bot.commands import HELP_TEXT, NOT_ADMIN, format_stats
 from bot.manager import ConversationManager
-from bot.settings import Settings
 from bot.store import MemoryHistoryStore
 from bot.streaming import split_message
 from bot.types import ConversationKey
-from tests.conftest import TEST_MAX_NEW_TOKENS
+from tests.conftest import TEST_MAX_NEW_TOKENS, make_core
 from tests.discord import payloads
-from tests.discord.conftest import FAST, StartBot, answer_in
+from tests.discord.conftest import StartBot, answer_in
 from tests.discord.payloads import (
     ADMIN_ROLE_ID,
     ADMIN_USER_ID,
@@ -92,7 +87,7 @@ async def test_long_reply_continues_in_further_messages(
     standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
 ) -> None:
     limit = 64  # a small limit stands in for Discord's 2000 so a short generation still splits
-    await start_bot(options=dataclasses.replace(FAST, message_limit=limit))
+    await start_bot(message_limit=limit)
     question = _ask("Tell me a short story about a cat.")
     await standin.dispatch("MESSAGE_CREATE", question)
 
@@ -107,7 +102,7 @@ async def test_long_reply_continues_in_further_messages(
 async def test_bots_webhooks_and_itself_are_ignored(
     standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager, history: MemoryHistoryStore
 ) -> None:
-    await start_bot(discord_channels=[str(LISTED_CHANNEL_ID)])
+    await start_bot(channels=frozenset({str(LISTED_CHANNEL_ID)}))
     ignored = [
         _ask("from another bot", author=payloads.user(OTHER_BOT_ID, "otherbot", bot=True)),
         _ask("from a webhook", author=payloads.user(WEBHOOK_ID, "hook", bot=True), webhook_id=WEBHOOK_ID),
@@ -210,44 +205,55 @@ async def test_ask_then_a_message_are_answered_in_arrival_order(
     assert questions == [CAPITAL, "Name a colour."]
 
 
-class RecordingAdmin:
+class RecordingActions:
     """Stands in for the export service: records who asked, reports progress, returns an outcome."""
 
-    def __init__(self, outcome: str = "Export finished.", meanwhile: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, outcome: str = "Export finished.") -> None:
         self.calls: list[tuple[str, str]] = []
         self._outcome = outcome
-        self._meanwhile = meanwhile
 
     async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
         self.calls.append((requested_by, argument))
         await progress("Exporting…")
-        self._meanwhile()
         return self._outcome
 
 
 async def test_export_is_refused_to_non_admins_and_run_for_admins(
     standin: DiscordStandIn, start_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin = RecordingAdmin()
-    await start_bot(admin=admin, discord_admin_ids=[str(ADMIN_ROLE_ID)])
+    actions = RecordingActions()
+    await start_bot(actions=actions, admin_ids=[str(ADMIN_ROLE_ID)])
     refused = payloads.interaction_create("export", {"argument": "int4"})
     await standin.dispatch("INTERACTION_CREATE", refused)
     (answer,) = await standin.wait_for(lambda: standin.matching("POST", f"/interactions/{refused['id']}/"))
 
-    assert answer.body["type"] == 4 and answer.body["data"]["content"] == NOT_ADMIN
+    assert answer.body["type"] == 4 and answer.body["data"]["content"] == NOT_ADMIN.format(command="export")
     assert answer.body["data"]["flags"] == 64 and answer.body["data"]["allowed_mentions"] == NO_PINGS
     assert any(r.name == "bot.audit" and "export" in r.getMessage() for r in caplog.records)
 
+    # The admin role (not @everyone, whose id is the server's) makes the user an admin.
     allowed = payloads.interaction_create(
         "export", {"argument": "int8"}, invoker=payloads.user(ADMIN_USER_ID, "root"), roles=(ADMIN_ROLE_ID,)
     )
     await standin.dispatch("INTERACTION_CREATE", allowed)
-    original = f"/webhooks/{APP_ID}/{allowed['token']}/messages/@original"
-    await standin.wait_for(lambda: len(standin.matching("PATCH", original)) == 2)
-    edits = standin.matching("PATCH", original)
+    webhook = f"/webhooks/{APP_ID}/{allowed['token']}"
+    await standin.wait_for(lambda: standin.matching("PATCH", f"{webhook}/messages/"))
+    (deferred,) = standin.matching("POST", f"/interactions/{allowed['id']}/")
+    (progress,) = standin.matching("POST", webhook)
+    (outcome,) = standin.matching("PATCH", f"{webhook}/messages/")
 
-    assert admin.calls == [(f"discord:{ADMIN_USER_ID}", "int8")]
-    assert [edit.body["content"] for edit in edits] == ["Exporting…", "Export finished."]
+    assert actions.calls == [(f"discord:{ADMIN_USER_ID}", "int8")]
+    assert deferred.body["type"] == 5 and deferred.body["data"]["flags"] == 64  # "thinking", for the admin only
+    assert progress.body["content"] == "Exporting…" and progress.body["flags"] == 64
+    assert outcome.body["content"] == "Exporting…\nExport finished."
+
+
+async def test_bare_mention_is_answered_with_help(standin: DiscordStandIn, start_bot: StartBot) -> None:
+    await start_bot()
+    question = payloads.message_create(mention(), mentions=(payloads.bot_user(),))
+    await standin.dispatch("MESSAGE_CREATE", question)
+    (reply,) = await standin.wait_for(lambda: standin.replies_to(question["id"]))
+    assert reply.contents == [HELP_TEXT] and reply.bodies[0]["allowed_mentions"] == NO_PINGS
 
 
 async def test_without_message_content_intent_only_mentions_are_answered(
@@ -258,7 +264,7 @@ async def test_without_message_content_intent_only_mentions_are_answered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     standin.app_flags = 0  # the developer portal's Message Content toggle is off
-    bot = await start_bot(discord_channels=[str(LISTED_CHANNEL_ID)])
+    bot = await start_bot(channels=frozenset({str(LISTED_CHANNEL_ID)}))
     await standin.dispatch("MESSAGE_CREATE", payloads.message_create(CAPITAL, channel_id=LISTED_CHANNEL_ID))
     question = _ask(CAPITAL)
     await standin.dispatch("MESSAGE_CREATE", question)
@@ -286,7 +292,7 @@ async def test_stop_lets_the_reply_finish_then_closes_the_gateway(
 async def test_stop_without_grace_cancels_the_reply(
     standin: DiscordStandIn, start_bot: StartBot, chat_manager: ConversationManager
 ) -> None:
-    bot = await start_bot(options=dataclasses.replace(FAST, stop_grace_s=0.0))
+    bot = await start_bot(stop_grace_s=0.0)
     question = _ask("Write a long poem about the sea.")
     await standin.dispatch("MESSAGE_CREATE", question)
     await standin.wait_for(lambda: standin.replies_to(question["id"]))
@@ -301,7 +307,7 @@ async def test_stop_without_grace_cancels_the_reply(
 
 
 async def test_explicit_gateway_url_is_used(standin: DiscordStandIn, start_bot: StartBot) -> None:
-    bot = await start_bot(discord_gateway_url=standin.gateway_url("/alt-gateway"))
+    bot = await start_bot(gateway_url=standin.gateway_url("/alt-gateway"))
     assert bot.session.path == "/alt-gateway"
     assert not standin.matching("GET", "/gateway/bot")
 
@@ -309,9 +315,9 @@ async def test_explicit_gateway_url_is_used(standin: DiscordStandIn, start_bot: 
 async def test_rejected_token_is_a_clear_start_error(
     standin: DiscordStandIn, chat_manager: ConversationManager
 ) -> None:
-    settings = Settings(discord_token=SecretStr("not-" + TOKEN), discord_api_base=standin.api_base)
+    adapter = DiscordAdapter(DiscordConfig(token="not-" + TOKEN, api_base=standin.api_base))
     with pytest.raises(DiscordStartError, match="DISCORD_TOKEN was rejected"):
-        await asyncio.wait_for(serve(chat_manager, settings, NoAdminActions(), asyncio.Event()), 30)
+        await asyncio.wait_for(adapter.serve(make_core(chat_manager), asyncio.Event()), 30)
     assert standin.sessions == []
 
 
@@ -319,24 +325,9 @@ async def test_refused_intent_at_the_gateway_is_a_clear_error(
     standin: DiscordStandIn, chat_manager: ConversationManager
 ) -> None:
     standin.gateway_denies_content = True
-    settings = Settings(discord_token=SecretStr(TOKEN), discord_api_base=standin.api_base)
+    adapter = DiscordAdapter(DiscordConfig(token=TOKEN, api_base=standin.api_base))
     with pytest.raises(DiscordStartError, match="Message Content Intent"):
-        await asyncio.wait_for(serve(chat_manager, settings, NoAdminActions(), asyncio.Event()), 30)
+        await asyncio.wait_for(adapter.serve(make_core(chat_manager), asyncio.Event()), 30)
     refused, _ = standin.closed_sessions[-1]
     assert refused.identify is not None and refused.identify["intents"] & MESSAGE_CONTENT_INTENT
     assert standin.sessions == []
-
-
-async def test_export_outcome_outliving_the_interaction_arrives_by_direct_message(
-    standin: DiscordStandIn, start_bot: StartBot
-) -> None:
-    command = payloads.interaction_create("export", invoker=payloads.user(ADMIN_USER_ID, "root"))
-    long_outcome = "Export finished.\n" + "details " * 300  # over Discord's 2,000 characters
-    admin = RecordingAdmin(long_outcome, meanwhile=lambda: standin.expired_tokens.add(command["token"]))
-    await start_bot(admin=admin, discord_admin_ids=[str(ADMIN_USER_ID)])
-    await standin.dispatch("INTERACTION_CREATE", command)
-
-    expected = split_message(long_outcome, 2000)
-    await standin.wait_for(lambda: [m.content for m in standin.in_channel(DM_CHANNEL_ID)] == expected)
-    (opened,) = standin.matching("POST", "/users/@me/channels")
-    assert opened.body == {"recipient_id": ADMIN_USER_ID} and len(expected) == 2

@@ -15,25 +15,25 @@ import discord
 import pytest
 from discord.http import handle_message_parameters
 
+from adapters.discord import DiscordConfig
 from adapters.discord.client import content_intent_allowed, gateway_intents
-from adapters.discord.commands import interaction_key
 from adapters.discord.translate import (
     NO_MENTIONS,
-    IncomingMessage,
     Trigger,
     TriggerPolicy,
-    conversation_key,
-    incoming,
+    command_incoming,
     invite_url,
-    is_admin,
-    notice_text,
     prompt_text,
+    render,
+    to_incoming,
     trigger,
 )
-from bot.types import ConversationKey
+from bot.surface import Kind
+from bot.types import ConversationKey, Identity, Incoming
 from tests.discord import payloads
 from tests.discord.payloads import (
     ADMIN_ROLE_ID,
+    ADMIN_USER_ID,
     BOT_ID,
     CHANNEL_ID,
     DM_CHANNEL_ID,
@@ -60,7 +60,9 @@ def state() -> Any:
 
 @pytest.fixture(scope="module")
 def guild(state: Any) -> discord.Guild:
-    return discord.Guild(data=payloads.guild_create(), state=state)  # type: ignore[arg-type]
+    guild = discord.Guild(data=payloads.guild_create(), state=state)  # type: ignore[arg-type]
+    state._add_guild(guild)  # as GUILD_CREATE does: interactions find their server (and its roles) here
+    return guild
 
 
 def _message(state: Any, guild: discord.Guild, payload: payloads.Payload) -> discord.Message:
@@ -72,8 +74,14 @@ def _message(state: Any, guild: discord.Guild, payload: payloads.Payload) -> dis
     return discord.Message(state=state, channel=channel, data=payload)  # type: ignore[arg-type]
 
 
-def _read(state: Any, guild: discord.Guild, payload: payloads.Payload) -> IncomingMessage:
-    return incoming(_message(state, guild, payload))
+def _read(state: Any, guild: discord.Guild, payload: payloads.Payload) -> discord.Message:
+    return _message(state, guild, payload)
+
+
+def _incoming(message: discord.Message, policy: TriggerPolicy = POLICY) -> Incoming:
+    found = to_incoming(message, policy)
+    assert found is not None, "the bot should answer this message"
+    return found[1]
 
 
 def _mentioning_bot(content: str, **fields: Any) -> payloads.Payload:
@@ -88,31 +96,49 @@ def test_mention_in_a_channel(state: Any, guild: discord.Guild) -> None:
     message = _read(state, guild, payload)
 
     assert trigger(message, POLICY) is Trigger.MENTION
-    assert conversation_key(message.channel_id, message.parent_id) == ConversationKey("discord", str(CHANNEL_ID))
-    assert prompt_text(message.content, BOT_ID, message.mention_names) == "what does @Bob think?"
+    assert _incoming(message) == Incoming(
+        ConversationKey("discord", str(CHANNEL_ID)), Identity("discord", str(USER_ID)), "what does @Bob think?"
+    )
+
+
+def test_a_bare_mention_is_handed_on_empty(state: Any, guild: discord.Guild) -> None:
+    # The core answers an empty message with its help text, so the adapter must not drop it.
+    assert _incoming(_read(state, guild, _mentioning_bot(""))).text == ""
+
+
+def test_an_empty_post_in_a_listed_channel_is_no_question(state: Any, guild: discord.Guild) -> None:
+    message = _read(state, guild, payloads.message_create("", channel_id=LISTED_CHANNEL_ID))
+    assert trigger(message, POLICY) is Trigger.CHANNEL and to_incoming(message, POLICY) is None
+
+
+def test_roles_except_everyone_make_the_identity(state: Any, guild: discord.Guild) -> None:
+    payload = _mentioning_bot("hi")
+    payload["member"]["roles"] = [str(ADMIN_ROLE_ID)]
+    author = _incoming(_read(state, guild, payload)).author
+    # discord.py adds @everyone (whose id is the server's) to every member's roles; it must not count.
+    assert author == Identity("discord", str(USER_ID), frozenset({str(ADMIN_ROLE_ID)}))
+    assert str(GUILD_ID) not in author.role_ids
 
 
 def test_every_direct_message_is_answered(state: Any, guild: discord.Guild) -> None:
     message = _read(state, guild, payloads.message_create("hello", channel_id=DM_CHANNEL_ID, in_guild=False))
 
-    assert message.is_dm and trigger(message, NO_CONTENT) is Trigger.DM
-    assert conversation_key(message.channel_id, message.parent_id) == ConversationKey("discord", str(DM_CHANNEL_ID))
+    assert trigger(message, NO_CONTENT) is Trigger.DM
+    incoming = _incoming(message, NO_CONTENT)
+    assert incoming.key == ConversationKey("discord", str(DM_CHANNEL_ID))
+    assert incoming.author == Identity("discord", str(USER_ID))  # a DM's author has no roles
 
 
 def test_thread_is_its_own_conversation(state: Any, guild: discord.Guild) -> None:
     message = _read(state, guild, _mentioning_bot("hi", channel_id=THREAD_ID))
 
-    assert message.parent_id == CHANNEL_ID
-    assert conversation_key(message.channel_id, message.parent_id) == ConversationKey(
-        "discord", str(CHANNEL_ID), str(THREAD_ID)
-    )
+    assert _incoming(message).key == ConversationKey("discord", str(CHANNEL_ID), str(THREAD_ID))
 
 
 def test_reply_to_the_bot_needs_the_content_intent(state: Any, guild: discord.Guild) -> None:
     earlier = payloads.message_create("an earlier answer", author=payloads.bot_user())
     message = _read(state, guild, payloads.message_create("and then?", replying_to=earlier))
 
-    assert message.replied_to_author_id == BOT_ID
     assert trigger(message, POLICY) is Trigger.REPLY
     assert trigger(message, NO_CONTENT) is None
 
@@ -131,9 +157,10 @@ def test_listed_channel_answers_everything_with_the_content_intent(
     assert trigger(message, NO_CONTENT) is None
 
 
-def test_thread_of_a_listed_channel_counts_as_listed() -> None:
-    message = IncomingMessage(1, THREAD_ID, USER_ID, "anyone?", parent_id=LISTED_CHANNEL_ID)
-    assert trigger(message, POLICY) is Trigger.CHANNEL
+def test_thread_of_a_listed_channel_counts_as_listed(state: Any, guild: discord.Guild) -> None:
+    general_listed = TriggerPolicy(BOT_ID, frozenset({str(CHANNEL_ID)}))
+    message = _read(state, guild, payloads.message_create("anyone?", channel_id=THREAD_ID))
+    assert trigger(message, general_listed) is Trigger.CHANNEL
 
 
 def test_plain_message_elsewhere_is_ignored(state: Any, guild: discord.Guild) -> None:
@@ -164,14 +191,7 @@ def test_prompt_text_keeps_unknown_mentions_and_code() -> None:
     assert prompt_text(content, BOT_ID, {}) == "```py\nprint('<@123>')\n```"
 
 
-def test_admins_by_user_or_role_id() -> None:
-    admins = {str(USER_ID), str(ADMIN_ROLE_ID)}
-    assert is_admin(USER_ID, [], admins)
-    assert is_admin(42, [GUILD_ID, ADMIN_ROLE_ID], admins)
-    assert not is_admin(42, [GUILD_ID], admins)
-
-
-def test_interaction_keys(state: Any) -> None:
+def test_interaction_keys_and_identities(state: Any, guild: discord.Guild) -> None:
     in_channel = discord.Interaction(data=payloads.interaction_create("reset"), state=state)  # type: ignore[arg-type]
     in_thread = discord.Interaction(
         data=payloads.interaction_create("reset", channel=payloads.thread_channel()),  # type: ignore[arg-type]
@@ -181,9 +201,18 @@ def test_interaction_keys(state: Any) -> None:
         data=payloads.interaction_create("reset", channel=payloads.dm_channel(), in_guild=False),  # type: ignore[arg-type]
         state=state,
     )
-    assert interaction_key(in_channel) == ConversationKey("discord", str(CHANNEL_ID))
-    assert interaction_key(in_thread) == ConversationKey("discord", str(CHANNEL_ID), str(THREAD_ID))
-    assert interaction_key(in_dm) == ConversationKey("discord", str(DM_CHANNEL_ID))
+    assert command_incoming(in_channel, "reset", "") == Incoming(
+        ConversationKey("discord", str(CHANNEL_ID)), Identity("discord", str(USER_ID)), "", command="reset"
+    )
+    assert command_incoming(in_thread, "ask", "hi").key == ConversationKey("discord", str(CHANNEL_ID), str(THREAD_ID))
+    assert command_incoming(in_dm, "stats", "").key == ConversationKey("discord", str(DM_CHANNEL_ID))
+    as_admin = payloads.interaction_create(
+        "export", invoker=payloads.user(ADMIN_USER_ID, "root"), roles=(ADMIN_ROLE_ID,)
+    )
+    admin = discord.Interaction(data=as_admin, state=state)  # type: ignore[arg-type]
+    assert command_incoming(admin, "export", "int8").author == Identity(
+        "discord", str(ADMIN_USER_ID), frozenset({str(ADMIN_ROLE_ID)})
+    )
 
 
 def test_outgoing_text_never_pings() -> None:
@@ -191,8 +220,9 @@ def test_outgoing_text_never_pings() -> None:
     assert params.payload is not None and params.payload["allowed_mentions"] == {"parse": []}
 
 
-def test_notice_is_subtext() -> None:
-    assert notice_text("Your message was cut.") == "-# Your message was cut."
+def test_notice_is_subtext_and_other_kinds_are_unchanged() -> None:
+    assert render("Your message was cut.", Kind.NOTICE) == "-# Your message was cut."
+    assert all(render("**hi**", kind) == "**hi**" for kind in (Kind.REPLY, Kind.INFO, Kind.PRIVATE))
 
 
 def test_invite_url_has_scopes_and_permissions() -> None:
@@ -215,3 +245,16 @@ def test_content_intent_from_application_flags(flags: int, allowed: bool) -> Non
 def test_intents_request_content_only_when_allowed() -> None:
     assert gateway_intents(True).message_content and not gateway_intents(False).message_content
     assert not gateway_intents(True).members and not gateway_intents(True).presences  # no other privileged intents
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"message_limit": 31}, {"message_limit": 2001}, {"edits_per_second": 0.0}, {"edit_interval_s": -1.0}],
+)
+def test_config_rejects_unusable_limits(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        DiscordConfig(token="t", **fields)
+
+
+def test_config_never_shows_the_token() -> None:
+    assert "secret-token" not in repr(DiscordConfig(token="secret-token"))

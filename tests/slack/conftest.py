@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from adapters.slack import SlackOptions, serve
-from bot.admin import AdminActions, NoAdminActions
+from adapters.slack import SlackAdapter, SlackConfig
+from bot.admin import AdminActions
+from bot.core import Core
 from bot.manager import ConversationManager
-from bot.settings import Settings
+from tests.conftest import make_core
 from tests.slack.standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
 
 ADMIN = "UADMIN001"
@@ -24,22 +25,26 @@ WATCHED = "CWATCHED1"
 DM = "DUSERBOT1"
 SIGNING_SECRET = "standin-signing-secret"
 
-# Fast edits so a short reply shows several updates; everything else as in production.
-TEST_OPTIONS = SlackOptions(edit_interval_s=0.05, edits_per_minute=6000, stop_grace_s=10, http_host="127.0.0.1")
 
-
-def slack_settings(standin: SlackStandIn, **overrides: Any) -> Settings:
-    """Settings pointing the adapter at the stand-in."""
+def slack_config(standin: SlackStandIn, **overrides: Any) -> SlackConfig:
+    """A config pointing the adapter at the stand-in, with fast edits so a short reply shows several updates."""
     values: dict[str, Any] = {
-        "slack_bot_token": BOT_TOKEN,
-        "slack_app_token": APP_TOKEN,
-        "slack_signing_secret": SIGNING_SECRET,
-        "slack_api_url": standin.api_url,
-        "slack_admin_ids": [ADMIN],
-        "slack_channels": [WATCHED],
+        "bot_token": BOT_TOKEN,
+        "app_token": APP_TOKEN,
+        "signing_secret": SIGNING_SECRET,
+        "api_url": standin.api_url,
+        "channels": frozenset({WATCHED}),
+        "edit_interval_s": 0.05,
+        "edits_per_minute": 6000,
+        "http_host": "127.0.0.1",
     }
     values.update(overrides)
-    return Settings(**values)
+    return SlackConfig(**values)
+
+
+def slack_core(manager: ConversationManager, actions: AdminActions | None = None, stop_grace_s: float = 10.0) -> Core:
+    """The core over ``manager`` with ``ADMIN`` as Slack's admin."""
+    return make_core(manager, admin_ids={"slack": [ADMIN]}, actions=actions, stop_grace_s=stop_grace_s)
 
 
 def free_port() -> int:
@@ -51,34 +56,30 @@ def free_port() -> int:
 
 @dataclasses.dataclass
 class RunningSlack:
-    """The adapter running in a task, and the event that stops it."""
+    """The adapter running in a task over ``core``, and the event that stops it."""
 
     task: asyncio.Task[None]
     stop: asyncio.Event
+    core: Core
 
 
-async def start_slack(
-    manager: ConversationManager, settings: Settings, admin: AdminActions | None = None, **options: Any
-) -> RunningSlack:
+async def start_slack(core: Core, config: SlackConfig) -> RunningSlack:
     """Start ``serve`` and wait until it takes events (raising what made it fail to start)."""
-    ready, stop = asyncio.Event(), asyncio.Event()
-    config = dataclasses.replace(TEST_OPTIONS, ready=ready, **options)
-    task = asyncio.create_task(serve(manager, settings, admin or NoAdminActions(), stop, config))
-    waiting = asyncio.create_task(ready.wait())
+    adapter, stop = SlackAdapter(config), asyncio.Event()
+    task = asyncio.create_task(adapter.serve(core, stop))
+    waiting = asyncio.create_task(adapter.ready.wait())
     await asyncio.wait({task, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     waiting.cancel()
     if task.done():
         task.result()
-    assert ready.is_set(), "the Slack adapter did not start in time"
-    return RunningSlack(task, stop)
+    assert adapter.ready.is_set(), "the Slack adapter did not start in time"
+    return RunningSlack(task, stop, core)
 
 
 @asynccontextmanager
-async def running_slack(
-    manager: ConversationManager, settings: Settings, admin: AdminActions | None = None, **options: Any
-) -> AsyncIterator[RunningSlack]:
+async def running_slack(core: Core, config: SlackConfig) -> AsyncIterator[RunningSlack]:
     """Run the adapter until the block ends, then stop it and check it returned cleanly."""
-    running = await start_slack(manager, settings, admin, **options)
+    running = await start_slack(core, config)
     try:
         yield running
     finally:
@@ -96,5 +97,5 @@ async def standin() -> AsyncIterator[SlackStandIn]:
 @pytest.fixture
 async def slack(manager: ConversationManager, standin: SlackStandIn) -> AsyncIterator[SlackStandIn]:
     """The real Bolt app on the real model, connected to the stand-in over Socket Mode."""
-    async with running_slack(manager, slack_settings(standin)):
+    async with running_slack(slack_core(manager), slack_config(standin)):
         yield standin

@@ -69,6 +69,9 @@ class SlackStandIn:
         self.acks: dict[str, dict[str, Any]] = {}
         self.responses: list[dict[str, Any]] = []
         self.messages: dict[str, Posted] = {}
+        # Every message the bot posted and every response_url response, in the order they first appeared;
+        # a response with replace_original updates the last one sent to the same response_url.
+        self.timeline: list[Posted] = []
         self.sockets_opened = 0
         self._socket: web.WebSocketResponse | None = None
         self._failures: dict[str, list[int]] = {}
@@ -176,6 +179,10 @@ class SlackStandIn:
             lambda: next((m for m in self.thread(channel, thread_ts) if m.text == text), None), limit_s
         )
 
+    async def wait_response(self, matches: Callable[[dict[str, Any]], bool], limit_s: float = 30.0) -> dict[str, Any]:
+        """Wait until a response_url response matches; return the first that does."""
+        return await self.wait_for(lambda: next((r for r in self.responses if matches(r)), None), limit_s)
+
     def calls_of(self, method: str) -> list[ApiCall]:
         """Every recorded call of ``method``, failed ones included."""
         return [call for call in self.calls if call.method == method]
@@ -238,6 +245,7 @@ class SlackStandIn:
         ts = self.next_ts()
         thread_ts = params.get("thread_ts") or None
         self.messages[ts] = Posted(channel, ts, thread_ts, [text])
+        self.timeline.append(self.messages[ts])
         message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text, "ts": ts}
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
@@ -280,7 +288,17 @@ class SlackStandIn:
 
     async def _respond(self, request: web.Request) -> web.Response:
         body = await request.json()
-        await self._record(lambda: self.responses.append(body))
+        url = f"respond/{request.match_info['id']}"
+
+        def store() -> None:
+            self.responses.append(body)
+            earlier = [p for p in self.timeline if p.channel == url]
+            if body.get("replace_original") and earlier:
+                earlier[-1].texts.append(str(body.get("text") or ""))
+            else:
+                self.timeline.append(Posted(url, str(len(self.responses)), None, [str(body.get("text") or "")]))
+
+        await self._record(store)
         return web.Response(text="ok")
 
     async def _send_envelope(self, kind: str, payload: dict[str, Any], **extra: Any) -> str:

@@ -15,8 +15,17 @@ from slack_sdk.signature import SignatureVerifier
 
 from adapters.memory import MemoryAdapter
 from adapters.slack.mrkdwn import to_mrkdwn
+from bot.core import Core
 from bot.manager import ConversationManager
-from tests.slack.conftest import CHANNEL, SIGNING_SECRET, USER, free_port, running_slack, slack_settings
+from tests.slack.conftest import (
+    CHANNEL,
+    SIGNING_SECRET,
+    USER,
+    free_port,
+    running_slack,
+    slack_config,
+    slack_core,
+)
 from tests.slack.standin import BOT_USER_ID, SlackStandIn, command_payload, event_payload, message_event
 
 pytestmark = pytest.mark.model
@@ -31,6 +40,7 @@ class Endpoint:
     url: str
     http: aiohttp.ClientSession
     standin: SlackStandIn
+    core: Core
 
     async def post(
         self,
@@ -65,16 +75,17 @@ class Endpoint:
 @pytest.fixture
 async def endpoint(manager: ConversationManager, standin: SlackStandIn) -> AsyncIterator[Endpoint]:
     port = free_port()
-    settings = slack_settings(standin, slack_mode="http", slack_port=port, slack_app_token=None)
-    async with running_slack(manager, settings), aiohttp.ClientSession() as http:
-        yield Endpoint(f"http://127.0.0.1:{port}/slack/events", http, standin)
+    config = slack_config(standin, mode="http", port=port, app_token=None)
+    core = slack_core(manager)
+    async with running_slack(core, config), aiohttp.ClientSession() as http:
+        yield Endpoint(f"http://127.0.0.1:{port}/slack/events", http, standin, core)
 
 
 async def test_a_signed_command_is_answered(endpoint: Endpoint, manager: ConversationManager) -> None:
-    status, body = await endpoint.command("/stats")
+    status, _ = await endpoint.command("/stats")
 
     assert status == 200
-    assert manager.model_name in body  # the acknowledgement carries the answer
+    await endpoint.standin.wait_response(lambda response: manager.model_name in response["text"])
 
 
 async def test_a_bad_signature_is_rejected(endpoint: Endpoint) -> None:
@@ -108,3 +119,15 @@ async def test_a_signed_mention_is_answered_once_despite_retries(endpoint: Endpo
     assert (await endpoint.event(reset, "EvHTTP2"))[0] == 200
     confirmation = await endpoint.standin.wait_replies(CHANNEL, ts, count=2)
     assert confirmation[1].text == "Conversation forgotten (2 messages)."
+
+
+async def test_events_are_refused_with_503_once_the_core_stops(endpoint: Endpoint) -> None:
+    await endpoint.core.drain()  # as when the bot's stop began (another adapter's, say)
+    ts = endpoint.standin.next_ts()
+    mention = message_event(f"<@{BOT_USER_ID}> Hello?", channel=CHANNEL, user=USER, ts=ts, kind="app_mention")
+
+    status, _ = await endpoint.event(mention, "EvLATE1")
+
+    # Unacknowledged, Slack delivers it again later, to a bot that can answer it.
+    assert status == 503
+    assert not endpoint.standin.calls_of("chat.postMessage")

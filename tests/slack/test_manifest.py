@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
-from adapters.slack.commands import COMMANDS
+from adapters.slack.translate import COMMANDS
 
 MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yaml"
 

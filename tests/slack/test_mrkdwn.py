@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.slack.mrkdwn import escape, is_safe_link, to_mrkdwn
+from adapters.slack.surfaces import render
 from bot.streaming import split_message
+from bot.surface import Kind
 
 # After conversion a "<" may only open a link the renderer made itself.
 _CONTROL = re.compile(r"<(?!(?:https?://|mailto:))")
@@ -107,3 +109,11 @@ def test_no_control_sequence_survives_any_input(text: str) -> None:
     converted = to_mrkdwn(text)
     assert not _CONTROL.search(converted), converted
     assert not re.search(r"<[!@#]", converted)
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_no_kind_of_text_the_core_sends_can_ping(kind: Kind) -> None:
+    shown = render("<!channel> <@U1> a & b", kind)
+    assert "<" not in shown and "&lt;!channel&gt;" in shown
+    if kind is Kind.NOTICE:
+        assert shown.startswith("_") and shown.endswith("_")

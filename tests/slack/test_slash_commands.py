@@ -1,4 +1,8 @@
-"""Slash commands over Socket Mode: acknowledged at once, answered in the channel's conversation."""
+"""Slash commands over Socket Mode: acknowledged at once, answered in the channel's conversation.
+
+The bot's own answers (usage, /stats, /reset, refusals, export progress) reach only the
+asker, through the command's response_url; the model's answer to /ask is posted in a thread.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from adapters.memory import MemoryAdapter
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.admin import ProgressCallback
 from bot.manager import ConversationManager
-from tests.slack.conftest import ADMIN, CHANNEL, USER, running_slack, slack_settings
+from tests.slack.conftest import ADMIN, CHANNEL, USER, running_slack, slack_config, slack_core
 from tests.slack.standin import CLOSED_CHANNEL, Posted, SlackStandIn, message_event
 
 pytestmark = pytest.mark.model
@@ -69,8 +73,8 @@ async def test_ask_conversation_continues_in_its_thread_and_stats_and_reset_appl
     asked = await slack.wait_for(lambda: top_level(slack))
     await slack.wait_text(CHANNEL, asked.ts, expected)
 
-    stats = await timed_ack(slack, "/stats", "")
-    assert "Last reply" in stats["payload"]["text"]
+    await timed_ack(slack, "/stats", "")
+    await slack.wait_response(lambda response: "Last reply" in response["text"])
 
     # A follow-up in the thread, without a mention, continues the same conversation.
     await slack.send_event(
@@ -79,50 +83,49 @@ async def test_ask_conversation_continues_in_its_thread_and_stats_and_reset_appl
     await slack.wait_replies(CHANNEL, asked.ts, count=2)
 
     await timed_ack(slack, "/reset", "")
-    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None)
+    response = await slack.wait_response(lambda response: response["text"].startswith("Conversation forgotten"))
     assert response["text"] == "Conversation forgotten (4 messages)."
 
 
 async def test_ask_without_a_question_shows_usage(slack: SlackStandIn) -> None:
-    ack = await timed_ack(slack, "/ask", "  ")
-    assert "Usage" in ack["payload"]["text"]
+    await timed_ack(slack, "/ask", "  ")
+    await slack.wait_response(lambda response: "Usage" in response["text"])
+    assert not slack.calls_of("chat.postMessage")
 
 
 async def test_ask_where_the_bot_cannot_post_says_so(slack: SlackStandIn) -> None:
     await timed_ack(slack, "/ask", "Hello?", channel=CLOSED_CHANNEL)
-    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None)
-    assert "not_in_channel" in response["text"]
+    await slack.wait_response(lambda response: "not_in_channel" in response["text"])
 
 
 async def test_stats_before_any_reply_names_the_model(slack: SlackStandIn, manager: ConversationManager) -> None:
-    ack = await timed_ack(slack, "/stats", "")
-    assert manager.model_name in ack["payload"]["text"]
-    assert "No reply" in ack["payload"]["text"]
+    await timed_ack(slack, "/stats", "")
+    response = await slack.wait_response(lambda response: manager.model_name in response["text"])
+    assert "No reply" in response["text"]
 
 
-async def test_admin_export_shows_progress_in_a_thread(manager: ConversationManager, standin: SlackStandIn) -> None:
+async def test_admin_export_shows_progress_to_the_admin(manager: ConversationManager, standin: SlackStandIn) -> None:
     admin = ProgressingAdmin()
-    async with running_slack(manager, slack_settings(standin), admin):
-        ack = await timed_ack(standin, "/export", "int4", user=ADMIN)
-        assert "started" in ack["payload"]["text"]
-        started = await standin.wait_for(lambda: top_level(standin))
-        log = await standin.wait_text(
-            CHANNEL, started.ts, "converting &lt;weights&gt;\ncompressing &amp; saving\nExport finished."
-        )
+    final = "converting &lt;weights&gt;\ncompressing &amp; saving\nExport finished."
+    async with running_slack(slack_core(manager, admin), slack_config(standin)):
+        await timed_ack(standin, "/export", "int4", user=ADMIN)
+        await standin.wait_response(lambda response: response["text"] == final)
 
-    assert admin.requests == [(ADMIN, "int4")]
-    assert started.text == f"<@{ADMIN}> started a model export (int4)."
-    assert log.texts[0].startswith("converting")
+    assert admin.requests == [(f"slack:{ADMIN}", "int4")]
+    first, *updates = standin.responses
+    assert first["text"] == "converting &lt;weights&gt;"
+    assert updates and all(update.get("replace_original") for update in updates)
+    assert not standin.calls_of("chat.postMessage")  # progress is for the admin only
 
 
 async def test_non_admin_export_never_reaches_the_admin_actions(
     manager: ConversationManager, standin: SlackStandIn
 ) -> None:
     admin = ProgressingAdmin()
-    async with running_slack(manager, slack_settings(standin), admin):
-        ack = await timed_ack(standin, "/export", "int4", user=USER)
+    async with running_slack(slack_core(manager, admin), slack_config(standin)):
+        await timed_ack(standin, "/export", "int4", user=USER)
+        await standin.wait_response(lambda response: "Only the bot's admins" in response["text"])
 
-    assert "Only the bot's admins" in ack["payload"]["text"]
     assert admin.requests == []
 
 
@@ -130,5 +133,7 @@ async def test_reset_right_after_ask_waits_for_that_answer(slack: SlackStandIn) 
     # Sent back to back: the question is in line first, so the reset must forget its answer too.
     await slack.send_command("/ask", "What is the capital of France?", user=USER, channel=CHANNEL)
     await slack.send_command("/reset", "", user=USER, channel=CHANNEL)
-    response = await slack.wait_for(lambda: slack.responses[-1] if slack.responses else None, limit_s=60)
+    response = await slack.wait_response(
+        lambda response: response["text"].startswith("Conversation forgotten"), limit_s=60
+    )
     assert response["text"] == "Conversation forgotten (2 messages)."

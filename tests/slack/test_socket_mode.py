@@ -14,7 +14,7 @@ from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager
 from bot.store import MemoryHistoryStore
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.slack.conftest import CHANNEL, DM, USER, WATCHED, running_slack, slack_settings
+from tests.slack.conftest import CHANNEL, DM, USER, WATCHED, running_slack, slack_config, slack_core
 from tests.slack.standin import BOT_ID, BOT_USER_ID, SlackStandIn, message_event
 
 pytestmark = pytest.mark.model
@@ -153,9 +153,10 @@ async def test_text_commands_work_in_a_thread(slack: SlackStandIn) -> None:
 
 async def test_non_admin_export_is_refused_and_logged(slack: SlackStandIn, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="bot.audit"):
-        ack = await slack.wait_ack(await slack.send_command("/export", "int4", user=USER, channel=CHANNEL))
+        await slack.wait_ack(await slack.send_command("/export", "int4", user=USER, channel=CHANNEL))
+        refusal = await slack.wait_response(lambda response: "admin" in response["text"])
 
-    assert "admin" in ack["payload"]["text"]
+    assert refusal.get("response_type") != "in_channel"  # only the asker sees it
     assert any("export" in r.getMessage() and USER in r.getMessage() for r in caplog.records)
     assert not slack.calls_of("chat.postMessage")
 
@@ -179,7 +180,7 @@ async def test_notices_are_shown_in_the_thread(engine: OpenVINOEngine, standin: 
     )
     ts = standin.next_ts()
     long_message = "Summarize: " + "the quick brown fox jumps over the lazy dog. " * 60
-    async with running_slack(manager, slack_settings(standin)):
+    async with running_slack(slack_core(manager), slack_config(standin)):
         await standin.send_event(message_event(long_message, channel=DM, user=USER, ts=ts, channel_type="im"))
         replies = await standin.wait_replies(DM, ts, count=2)
 

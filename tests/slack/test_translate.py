@@ -15,7 +15,7 @@ from adapters.slack.translate import (
     to_command,
     to_message,
 )
-from bot.types import ConversationKey
+from bot.types import ConversationKey, Identity, Incoming
 
 BOT = "UBOT0001"
 
@@ -103,8 +103,9 @@ def test_other_channel_messages_are_not_addressed() -> None:
 
 def test_slash_command_payload() -> None:
     body = {"command": "/ASK", "text": "  is 1 &lt; 2? <!channel> ", "user_id": "U1", "channel_id": "C1"}
-    command = to_command(body, BOT)
-    assert (command.name, command.text, command.user, command.channel) == ("/ask", "is 1 < 2? @channel", "U1", "C1")
+    assert to_command(body, BOT) == Incoming(
+        ConversationKey("slack", "C1"), Identity("slack", "U1"), "is 1 < 2? @channel", command="ask"
+    )
     assert channel_key("C1") == ConversationKey("slack", "C1")
 
 
@@ -119,10 +120,11 @@ def test_seen_events_spot_retries_and_the_same_message_from_another_event() -> N
 
 def test_bounded_map_forgets_the_least_recently_used() -> None:
     recent: BoundedMap[str, int] = BoundedMap(capacity=2)
-    recent.put("a", 1)
-    recent.put("b", 2)
-    assert recent.get("a") == 1  # "a" is now the most recent
-    recent.put("c", 3)
+    recent["a"] = 1
+    recent["b"] = 2
+    assert recent.recall("a") == 1  # "a" is now the most recent
+    assert recent.recall("z") is None
+    recent["c"] = 3
     assert "b" not in recent and "a" in recent and "c" in recent
     assert len(recent) == 2
     with pytest.raises(ValueError, match="capacity"):
@@ -132,8 +134,8 @@ def test_bounded_map_forgets_the_least_recently_used() -> None:
 def test_followed_threads_keep_the_conversation_they_continue() -> None:
     threads = FollowedThreads()
     key = channel_key("C1")
-    threads.follow("C1", "5.0", key)
+    threads["C1", "5.0"] = key
     assert threads.follows("C1", "5.0")
-    assert threads.key_for("C1", "5.0") == key
+    assert threads.recall(("C1", "5.0")) == key
     assert not threads.follows("C2", "5.0")
-    assert threads.key_for("C1", "6.0") is None
+    assert threads.recall(("C1", "6.0")) is None

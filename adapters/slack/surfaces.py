@@ -1,0 +1,110 @@
+"""Where the core's output lands on Slack (a thread, a slash command's response): how each ``Kind`` is posted."""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractAsyncContextManager
+
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.mrkdwn import escape, to_mrkdwn
+from adapters.slack.state import FollowedThreads
+from bot.surface import Kind, Pacing
+from bot.types import Incoming
+
+CANNOT_POST = "I can't post in this channel ({error}). Invite me to it, or message me directly."
+# Texts only the asker should see; a slash command shows them ephemerally.
+_OWN_TEXTS = frozenset({Kind.INFO, Kind.PRIVATE})
+
+
+def render(text: str, kind: Kind) -> str:
+    """The core's text as Slack mrkdwn; whatever the text says, it can never ping anybody."""
+    if kind is Kind.REPLY:
+        return to_mrkdwn(text)
+    if kind is Kind.NOTICE:
+        return f"_{escape(text)}_"
+    return escape(text)
+
+
+class _SlackSurface:
+    def __init__(self, client: AsyncWebClient, pacing: Pacing) -> None:
+        self.pacing = pacing
+        self._client = client
+
+    def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
+        """Nothing: a Slack bot has no typing indicator outside the assistant API."""
+        return contextlib.nullcontext()
+
+
+class ThreadSurface(_SlackSurface):
+    """A Slack thread (``thread_ts=None``: the channel itself); links are never unfurled."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str | None, pacing: Pacing) -> None:
+        super().__init__(client, pacing)
+        self.channel = channel
+        self._thread_ts = thread_ts
+
+    async def send(self, text: str, kind: Kind) -> str:
+        """Post in the thread; the handle is the message's ts."""
+        return await self.post(render(text, kind))
+
+    async def edit(self, handle: object, text: str, kind: Kind) -> None:
+        """Replace the text of a message posted by ``send``."""
+        await self._client.chat_update(channel=self.channel, ts=str(handle), text=render(text, kind))
+
+    async def post(self, mrkdwn: str) -> str:
+        """Post text that is already safe mrkdwn; return its ts."""
+        response = await self._client.chat_postMessage(
+            channel=self.channel, thread_ts=self._thread_ts, text=mrkdwn, unfurl_links=False, unfurl_media=False
+        )
+        # Slack answers with the channel id even when it was addressed another way.
+        self.channel = str(response.get("channel") or self.channel)
+        return str(response["ts"])
+
+
+class CommandSurface(_SlackSurface):
+    """A slash command: the bot's own texts go to the asker only, the model's reply to a visible thread.
+
+    The invocation itself is invisible to the channel, so the first reply text posts the
+    question as a thread's header; the thread then continues the channel's conversation.
+    """
+
+    def __init__(
+        self, client: AsyncWebClient, command: Incoming, respond: AsyncRespond, pacing: Pacing, threads: FollowedThreads
+    ) -> None:
+        super().__init__(client, pacing)
+        self._command = command
+        self._respond = respond
+        self._threads = threads
+        self._thread: ThreadSurface | None = None
+
+    async def send(self, text: str, kind: Kind) -> object:
+        """Respond ephemerally, or post in the answer's thread (starting it first)."""
+        if kind in _OWN_TEXTS:
+            await self._respond(escape(text))
+            return None
+        thread = self._thread or await self._start_thread()
+        return await thread.send(text, kind)
+
+    async def edit(self, handle: object, text: str, kind: Kind) -> None:
+        """Replace the ephemeral response, or a message in the answer's thread."""
+        if kind in _OWN_TEXTS:
+            await self._respond(escape(text), replace_original=True)
+            return
+        assert self._thread is not None, "edited a thread message before posting one"
+        await self._thread.edit(handle, text, kind)
+
+    async def _start_thread(self) -> ThreadSurface:
+        command, top = self._command, ThreadSurface(self._client, self._command.key.channel, None, self.pacing)
+        try:
+            # Escaped inside the mention too: <@…> can only ever name a user.
+            ts = await top.post(f"<@{escape(command.author.user_id)}> asked: {escape(command.text)}")
+        except SlackApiError as error:
+            # The core's failure text cannot say why; the asker can fix this one.
+            await self._respond(CANNOT_POST.format(error=escape(str(error.response.get("error")))))
+            raise
+        self._threads[top.channel, ts] = command.key
+        self._thread = ThreadSurface(self._client, top.channel, ts, self.pacing)
+        return self._thread

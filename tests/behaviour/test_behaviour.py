@@ -1,0 +1,193 @@
+"""One behaviour suite, run against every adapter: the same input gets the same behaviour everywhere.
+
+Each test drives a real adapter (in memory, the console, discord.py against the
+Discord stand-in, Bolt against the Slack stand-in) over a core on the real bundled
+model, through the harness interface in ``harness.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bot.admin import AdminPolicy, ProgressCallback
+from bot.commands import FAILED, HELP_TEXT, NOT_ADMIN
+from bot.core import Core
+from bot.manager import ConversationConfig, ConversationManager
+from bot.store import MemoryHistoryStore
+from model.engine import EngineError, GenerationParams
+from model.openvino_engine import OpenVINOEngine
+from model.slot import EngineSlot
+from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness
+from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS
+
+HarnessFactory = Callable[[Core], AbstractAsyncContextManager[Harness]]
+# adapter -> (module, factory); Discord's and Slack's need their extras.
+HARNESSES = {
+    "memory": ("tests.behaviour.local_harness", "memory_harness"),
+    "console": ("tests.behaviour.local_harness", "console_harness"),
+    "discord": ("tests.behaviour.discord_harness", "discord_harness"),
+    "slack": ("tests.behaviour.slack_harness", "slack_harness"),
+}
+
+
+@dataclass
+class RecordingActions:
+    """Admin actions that report progress once and remember who asked for what."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
+        self.calls.append((requested_by, argument))
+        await progress("Exporting: step 1 of 1")
+        return f"Export finished for {argument or 'the default model'}."
+
+
+class FailingEngine:
+    """The real engine, failing after a few chunks of every reply (a lost device, say)."""
+
+    def __init__(self, engine: OpenVINOEngine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def stream(self, prompt: str, params: GenerationParams) -> Any:
+        return _FailingStream(self._engine.stream(prompt, params))
+
+    async def aclose(self) -> None:
+        """The shared engine outlives every test."""
+
+
+class _FailingStream:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.stats = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        count = 0
+        async for chunk in self._stream:
+            yield chunk
+            count += 1
+            if count == 3:
+                raise EngineError("the device was lost")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def build_core(engine: Any, actions: RecordingActions) -> Core:
+    config = ConversationConfig(system_prompt=DEFAULT_SYSTEM_PROMPT, max_new_tokens=TEST_MAX_NEW_TOKENS)
+    manager = ConversationManager(EngineSlot(engine), MemoryHistoryStore(), config)
+    return Core(manager, AdminPolicy(ADMIN_IDS), actions, stop_grace_s=60.0)
+
+
+@pytest.fixture(params=list(HARNESSES))
+def adapter(request: pytest.FixtureRequest) -> HarnessFactory:
+    module_name, factory = HARNESSES[request.param]
+    module = pytest.importorskip(module_name, reason=f"the {request.param} extra is not installed")
+    return getattr(importlib.import_module(module.__name__), factory)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def actions() -> RecordingActions:
+    return RecordingActions()
+
+
+@pytest.fixture
+async def harness(
+    adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions
+) -> AsyncIterator[Harness]:
+    async with adapter(build_core(engine, actions)) as running:
+        yield running
+
+
+def shown(texts: list[str]) -> str:
+    return "\n".join(texts)
+
+
+async def test_a_mention_is_answered(harness: Harness) -> None:
+    assert "Paris" in shown(await harness.message("What is the capital of France?"))
+
+
+async def test_chatter_is_ignored(harness: Harness) -> None:
+    assert await harness.message("Lunch at noon, anyone?", addressed=False) == []
+
+
+async def test_reset_forgets_and_the_next_answer_starts_fresh(harness: Harness) -> None:
+    await harness.message("My name is Ada.")
+    assert "Conversation forgotten (2 messages)." in shown(await harness.message("/reset"))
+    assert shown(await harness.message("What is the capital of France?")).strip()
+    assert "Conversation forgotten (2 messages)." in shown(await harness.message("/reset"))
+
+
+async def test_stats_name_the_model_and_its_speed(harness: Harness) -> None:
+    await harness.message("Name a colour.")
+    stats = shown(await harness.message("/stats"))
+    assert "SmolLM2" in stats and "tokens/s" in stats
+
+
+async def test_the_platforms_own_commands_share_one_conversation(harness: Harness) -> None:
+    assert "Paris" in shown(await harness.command("ask", "What is the capital of France?"))
+    assert "tokens/s" in shown(await harness.command("stats"))
+    assert "Conversation forgotten (2 messages)." in shown(await harness.command("reset"))
+    assert "No reply in this conversation yet." in shown(await harness.command("stats"))
+
+
+async def test_export_by_a_member_is_refused_and_audited(
+    harness: Harness, actions: RecordingActions, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bot.audit"):
+        answer = shown(await harness.command("export", "help", user=MEMBER))
+    assert NOT_ADMIN.format(command="export") in answer
+    assert actions.calls == []
+    assert any(f"refused /export for non-admin {harness.platform}:" in r.getMessage() for r in caplog.records)
+
+
+async def test_export_by_an_admin_runs_with_progress(harness: Harness, actions: RecordingActions) -> None:
+    answer = shown(await harness.command("export", "help", user=ADMIN))
+    assert "Exporting: step 1 of 1" in answer and "Export finished for help." in answer
+    assert actions.calls == [(f"{harness.platform}:{ADMIN_IDS[harness.platform][0]}", "help")]
+
+
+async def test_a_mention_alone_gets_the_help(harness: Harness) -> None:
+    answer = shown(await harness.message(""))
+    assert HELP_TEXT.splitlines()[1] in answer
+
+
+async def test_a_typed_export_is_a_command_not_chat(harness: Harness, actions: RecordingActions) -> None:
+    assert NOT_ADMIN.format(command="export") in shown(await harness.message("/export help", user=MEMBER))
+    assert "Export finished for help." in shown(await harness.message("/export help", user=ADMIN))
+    assert len(actions.calls) == 1
+
+
+async def test_a_reply_failing_mid_stream_is_explained(
+    adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions
+) -> None:
+    async with adapter(build_core(FailingEngine(engine), actions)) as harness:
+        answer = shown(await harness.message("Tell me about the sea."))
+        assert FAILED in answer and "the device was lost" in answer
+
+
+async def test_a_stop_lets_the_reply_being_written_finish(harness: Harness, engine: OpenVINOEngine) -> None:
+    answer = shown(await harness.stop_while_answering("Tell me a story about a lighthouse."))
+    reference = await _alone(engine, "Tell me a story about a lighthouse.")
+    assert reference.split()[-1].strip("*_.!") in answer  # the reply's last word reached the platform
+
+
+async def _alone(engine: OpenVINOEngine, text: str) -> str:
+    """What the same question gets from a fresh conversation (greedy decoding: the same reply)."""
+    core = build_core(engine, RecordingActions())
+    return await core.manager.reply(build_key(), text).complete()
+
+
+def build_key() -> Any:
+    from bot.types import ConversationKey
+
+    return ConversationKey("reference", "alone")
