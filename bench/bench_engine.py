@@ -22,9 +22,8 @@ sys.path.insert(0, str(REPO))
 from bot.manager import ConversationConfig, ConversationManager  # noqa: E402
 from bot.store import MemoryHistoryStore  # noqa: E402
 from bot.types import ConversationKey  # noqa: E402
-from model.engine import ChatMessage  # noqa: E402
 from model.bundled import ensure_bundled_model  # noqa: E402
-from model.engine import GenerationParams  # noqa: E402
+from model.engine import ChatMessage, GenerationParams  # noqa: E402
 from model.loader import load_engine  # noqa: E402
 from model.openvino_engine import OpenVINOEngine  # noqa: E402
 from model.slot import EngineSlot  # noqa: E402

@@ -20,7 +20,7 @@ from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, form
 from bot.manager import ConversationManager, PendingReset, Reply
 from bot.ordering import Place
 from bot.streaming import LiveMessages, MessageSink, stream_to_sink
-from bot.surface import Kind, Surface
+from bot.surface import Kind, Surface, SurfaceUnavailable
 from bot.trimming import ContextTooSmall
 from bot.types import Identity, Incoming
 from model.engine import EngineError
@@ -128,11 +128,14 @@ class Core:
     async def _guarded(self, work: Work, message: Incoming, surface: Surface) -> None:
         try:
             await work()
-        except Exception as error:  # the answer's boundary: log it in full, tell the user in short
-            log.exception("Could not answer %s in %s", message.author, message.key)
-            text = f"{FAILED} ({error})" if isinstance(error, EXPLAINED_FAILURES) else FAILED
+        except SurfaceUnavailable as error:
+            log.warning("Could not answer %s in %s: %s", message.author, message.key, error)
+        except Exception as error:  # the answer's boundary: tell the user in short, log it
+            explained = isinstance(error, EXPLAINED_FAILURES)
+            # A known failure says all there is to say; anything else is logged with its traceback.
+            log.error("Could not answer %s in %s: %s", message.author, message.key, error, exc_info=not explained)
             try:
-                await surface.send(text, Kind.INFO)
+                await surface.send(f"{FAILED} ({error})" if explained else FAILED, Kind.INFO)
             except Exception as second:
                 log.warning("Could not tell %s about the failure either: %s", message.author, second)
 
@@ -165,8 +168,8 @@ class Core:
 
         async with surface.indicate(Kind.PRIVATE):
             outcome = await self._actions.export(str(who), argument, progress)
-        lines.append(outcome)
-        await view.show("\n".join(lines), final=True)
+        # Its own message: a surface that may edit only so often (Slack's response_url) never loses it.
+        await surface.send(outcome, Kind.PRIVATE)
 
 
 class KindSink(MessageSink[object]):

@@ -23,6 +23,13 @@ class Kind(enum.Enum):
     PRIVATE = "private"  # the bot's plain text for the asker only, where the platform allows it
 
 
+class SurfaceUnavailable(Exception):
+    """The surface cannot show anything here and has already told the user why (the bot is not in a channel).
+
+    The core logs it and adds no failure text of its own.
+    """
+
+
 @dataclass(frozen=True)
 class Pacing:
     """How fast and how long: one edit budget shared by a platform's replies, and its message length limit."""

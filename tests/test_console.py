@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import FAILED
+
 TIMEOUT = 120
 
 
@@ -136,8 +138,15 @@ def test_prompt_that_cannot_fit_is_explained_and_the_chat_goes_on(bundled_model:
     env = bot_env(bundled_model, tmp_path, BOT_CONTEXT_SIZE="256", BOT_SYSTEM_PROMPT="Be helpful. " * 100)
     result = run_bot(["chat"], env, stdin="Hello\n/stats\n/quit\n")
     assert result.returncode == 0, result.stderr
-    assert "(error: The prompt needs" in result.stdout and "BOT_CONTEXT_SIZE" in result.stdout
+    assert f"{FAILED} (The prompt needs" in result.stdout and "BOT_CONTEXT_SIZE" in result.stdout
     assert "No reply in this conversation yet." in result.stdout
     asked = run_bot(["ask", "Hello"], env)
     assert asked.returncode == 1
     assert "The prompt needs" in asked.stderr and "Traceback" not in asked.stderr
+
+
+def test_a_history_database_that_cannot_be_opened_is_one_clear_line(bundled_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "data" / "history.sqlite3").mkdir(parents=True)  # a directory where the database file belongs
+    result = run_bot(["chat"], bot_env(bundled_model, tmp_path), stdin="/quit\n")
+    assert result.returncode == 1
+    assert "Cannot open the history database" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from bot.core import Core
-from entry.platforms import run_until_stopped
+from bot.settings import Settings, SettingsError
+from entry.platforms import load_adapters, run_until_stopped
 
 
 class Platform:
@@ -56,3 +57,24 @@ async def test_one_failing_platform_stops_the_others_and_is_reported() -> None:
     task = await run({"A": well_behaved, "B": failing})
     with pytest.raises(RuntimeError, match="rejected token"):
         await asyncio.wait_for(task, timeout=5)
+
+
+def test_a_slack_mode_without_its_token_names_the_missing_variables() -> None:
+    socket = Settings(slack_bot_token="xoxb-1", slack_mode="socket")
+    with pytest.raises(SettingsError, match="SLACK_APP_TOKEN: required in Slack socket mode"):
+        load_adapters(socket)
+    http = Settings(slack_bot_token="xoxb-1", slack_mode="http")
+    with pytest.raises(SettingsError, match="SLACK_SIGNING_SECRET: required in Slack http mode"):
+        load_adapters(http)
+
+
+def test_each_adapter_gets_only_its_own_platforms_secrets() -> None:
+    pytest.importorskip("discord")
+    pytest.importorskip("slack_bolt")
+    settings = Settings(discord_token="discord-secret", slack_bot_token="xoxb-secret", slack_app_token="xapp-secret")
+    adapters = {adapter.platform: adapter for adapter in load_adapters(settings)}
+    assert set(adapters) == {"discord", "slack"}
+    discord_config, slack_config = (adapters[name].config for name in ("discord", "slack"))  # type: ignore[attr-defined]
+    assert "xoxb-secret" not in repr(vars(discord_config)) and "xapp-secret" not in repr(vars(discord_config))
+    assert "discord-secret" not in repr(vars(slack_config))
+    assert discord_config.token == "discord-secret" and slack_config.bot_token == "xoxb-secret"

@@ -23,7 +23,13 @@ async def test_run_serves_slack_and_stops_cleanly_on_sigterm(bundled_model: Path
         env = bot_env(bundled_model, tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
         env.update(SLACK_API_URL=slack.api_url, BOT_LOG_LEVEL="DEBUG")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "entry", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "entry",
+            "run",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             await slack.wait_for(lambda: slack.socket_open or None, limit_s=60)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from entry.cli import EXIT_BAD_SETTINGS, app
 from bot.settings import SettingsError, load_settings
+from entry.cli import EXIT_BAD_SETTINGS, app
 
 SECRET = "xoxb-very-secret-token-value"
 

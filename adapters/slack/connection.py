@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
@@ -30,9 +30,9 @@ class SlackStartupError(PlatformStartupError):
 class SlackConfig:
     """What the Slack adapter needs, and nothing of other platforms; the tunables suit a real workspace."""
 
-    bot_token: str
-    app_token: str | None = None  # Socket Mode
-    signing_secret: str | None = None  # HTTP mode
+    bot_token: str = field(repr=False)
+    app_token: str | None = field(default=None, repr=False)  # Socket Mode
+    signing_secret: str | None = field(default=None, repr=False)  # HTTP mode
     mode: Literal["socket", "http"] = "socket"
     port: int = 3000
     channels: frozenset[str] = frozenset()  # channels where every message is answered

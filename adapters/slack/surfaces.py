@@ -11,10 +11,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
 from adapters.slack.state import FollowedThreads
-from bot.surface import Kind, Pacing
+from bot.surface import Kind, Pacing, SurfaceUnavailable
 from bot.types import Incoming
 
 CANNOT_POST = "I can't post in this channel ({error}). Invite me to it, or message me directly."
+# A response_url takes 5 answers; the last two are kept for texts that must arrive (an outcome, a failure).
+RESPONSES_PER_COMMAND = 5
+RESPONSES_KEPT = 2
 # Texts only the asker should see; a slash command shows them ephemerally.
 _OWN_TEXTS = frozenset({Kind.INFO, Kind.PRIVATE})
 
@@ -79,19 +82,26 @@ class CommandSurface(_SlackSurface):
         self._respond = respond
         self._threads = threads
         self._thread: ThreadSurface | None = None
+        self._responses = 0
 
     async def send(self, text: str, kind: Kind) -> object:
         """Respond ephemerally, or post in the answer's thread (starting it first)."""
         if kind in _OWN_TEXTS:
+            self._responses += 1
             await self._respond(escape(text))
             return None
         thread = self._thread or await self._start_thread()
         return await thread.send(text, kind)
 
     async def edit(self, handle: object, text: str, kind: Kind) -> None:
-        """Replace the ephemeral response, or a message in the answer's thread."""
+        """Replace the ephemeral response, or a message in the answer's thread.
+
+        Ephemeral edits stop short of the response_url's limit, keeping room for the texts that must arrive.
+        """
         if kind in _OWN_TEXTS:
-            await self._respond(escape(text), replace_original=True)
+            if self._responses < RESPONSES_PER_COMMAND - RESPONSES_KEPT:
+                self._responses += 1
+                await self._respond(escape(text), replace_original=True)
             return
         assert self._thread is not None, "edited a thread message before posting one"
         await self._thread.edit(handle, text, kind)
@@ -103,8 +113,9 @@ class CommandSurface(_SlackSurface):
             ts = await top.post(f"<@{escape(command.author.user_id)}> asked: {escape(command.text)}")
         except SlackApiError as error:
             # The core's failure text cannot say why; the asker can fix this one.
-            await self._respond(CANNOT_POST.format(error=escape(str(error.response.get("error")))))
-            raise
+            reason = str(error.response.get("error"))
+            await self._respond(CANNOT_POST.format(error=escape(reason)))
+            raise SurfaceUnavailable(f"cannot post in {command.key.channel}: {reason}") from error
         self._threads[top.channel, ts] = command.key
         self._thread = ThreadSurface(self._client, top.channel, ts, self.pacing)
         return self._thread

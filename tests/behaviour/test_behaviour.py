@@ -101,9 +101,7 @@ def actions() -> RecordingActions:
 
 
 @pytest.fixture
-async def harness(
-    adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions
-) -> AsyncIterator[Harness]:
+async def harness(adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions) -> AsyncIterator[Harness]:
     async with adapter(build_core(engine, actions)) as running:
         yield running
 
