@@ -57,11 +57,6 @@ class ExportService:
         """The switcher this service swaps with; share it with ``follow_current_export``."""
         return self._switcher
 
-    @property
-    def running(self) -> bool:
-        """Whether an export is in progress."""
-        return self._lock.locked()
-
     async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
         """Export as ``argument`` says (``help`` for the syntax) and switch to it; return the outcome."""
         if argument.strip().lower() in _HELP_WORDS:
