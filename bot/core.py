@@ -10,6 +10,7 @@ it finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # Failures whose reason helps the user (a model error, a context too small); anything else stays in the log.
 EXPLAINED_FAILURES = (EngineError, ContextTooSmall)
 DEFAULT_STOP_GRACE_S = 10.0
+
+PROGRESS_LINES_SHOWN = 10
 
 Work = Callable[[], Awaitable[object]]
 
@@ -70,6 +73,7 @@ class Core:
         """
         command = parse(message)
         place: Place | None = None
+        held: Reply | None = None
         # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
         work: Work
         if not self.accepting:
@@ -77,7 +81,7 @@ class Core:
         elif command.name in (None, "ask"):
             if command.argument:
                 reply = self.manager.reply(message.key, command.argument)
-                place, work = reply.place, partial(self._answer, reply, surface)
+                place, held, work = reply.place, reply, partial(self._answer, reply, surface)
             else:  # a bare mention, or /ask without a question
                 work = partial(surface.send, HELP_TEXT if command.name is None else ASK_USAGE, Kind.PRIVATE)
         elif command.name == "reset":
@@ -90,7 +94,7 @@ class Core:
             work = partial(self._export, message.author, command.argument, surface)
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
-        return self._spawn(self._guarded(work, message, surface), place)
+        return self._spawn(self._guarded(work, message, surface, held), place)
 
     async def drain(self) -> int:
         """Stop taking messages, give answers in flight the grace period, cancel the rest; return how many.
@@ -116,6 +120,20 @@ class Core:
             await asyncio.wait(pending)
         return len(pending)
 
+    async def aclose(self) -> None:
+        """Cancel whatever is still in flight and wait for it: the last step before the store and engine close.
+
+        After a forced stop nothing may go on writing to a closed history or engine.
+        """
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_future()
+            self._draining.set_result(0)
+        pending = set(self._in_flight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
     def _spawn(self, work: Coroutine[Any, Any, None], place: Place | None) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._in_flight.add(task)
@@ -125,26 +143,31 @@ class Core:
             task.add_done_callback(lambda _: place.leave())
         return task
 
-    async def _guarded(self, work: Work, message: Incoming, surface: Surface) -> None:
-        try:
-            await work()
-        except SurfaceUnavailable as error:
-            log.warning("Could not answer %s in %s: %s", message.author, message.key, error)
-        except Exception as error:  # the answer's boundary: tell the user in short, log it
-            explained = isinstance(error, EXPLAINED_FAILURES)
-            # A known failure says all there is to say; anything else is logged with its traceback.
-            log.error("Could not answer %s in %s: %s", message.author, message.key, error, exc_info=not explained)
+    async def _guarded(self, work: Work, message: Incoming, surface: Surface, reply: Reply | None) -> None:
+        # A reply keeps its place until everything about it is shown, a failure included.
+        async with reply if reply is not None else contextlib.nullcontext():
             try:
-                await surface.send(f"{FAILED} ({error})" if explained else FAILED, Kind.INFO)
-            except Exception as second:
-                log.warning("Could not tell %s about the failure either: %s", message.author, second)
+                await work()
+            except SurfaceUnavailable as error:
+                log.warning("Could not answer %s in %s: %s", message.author, message.key, error)
+            except Exception as error:  # the answer's boundary: tell the user in short, log it
+                await self._tell_failure(error, message, surface)
+
+    @staticmethod
+    async def _tell_failure(error: Exception, message: Incoming, surface: Surface) -> None:
+        explained = isinstance(error, EXPLAINED_FAILURES)
+        # A known failure says all there is to say; anything else is logged with its traceback.
+        log.error("Could not answer %s in %s: %s", message.author, message.key, error, exc_info=not explained)
+        try:
+            await surface.send(f"{FAILED} ({error})" if explained else FAILED, Kind.INFO)
+        except Exception as second:
+            log.warning("Could not tell %s about the failure either: %s", message.author, second)
 
     async def _answer(self, reply: Reply, surface: Surface) -> None:
         pacing = surface.pacing
-        async with reply:
-            sink = KindSink(surface, Kind.REPLY)
-            waiting = surface.indicate(Kind.REPLY)
-            await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting)
+        sink = KindSink(surface, Kind.REPLY)
+        waiting = surface.indicate(Kind.REPLY)
+        await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting)
         for notice in reply.notices:
             await surface.send(notice, Kind.NOTICE)
 
@@ -164,12 +187,19 @@ class Core:
 
         async def progress(line: str) -> None:
             lines.append(line)
-            await view.show("\n".join(lines), final=False)
+            await view.show(latest(lines), final=False)
 
         async with surface.indicate(Kind.PRIVATE):
             outcome = await self._actions.export(str(who), argument, progress)
+        if lines:
+            await view.show(latest(lines), final=True)
         # Its own message: a surface that may edit only so often (Slack's response_url) never loses it.
         await surface.send(outcome, Kind.PRIVATE)
+
+
+def latest(lines: list[str]) -> str:
+    """The latest progress lines: one message that stays short, on platforms that may edit it only so often."""
+    return "\n".join(lines[-PROGRESS_LINES_SHOWN:])
 
 
 class KindSink(MessageSink[object]):

@@ -48,7 +48,10 @@ class Reply:
     ``stats`` its measurements and ``notices`` anything the user should be told (for
     example that their message was cut).  Its place in the conversation's line is taken
     on creation and given back by ``aclose`` (which leaving the ``async with`` block
-    calls) on every path: served, failed, cancelled or never iterated.
+    calls) on every path: served, failed, cancelled or never iterated.  Inside ``async with``
+    the place is held until the block ends, so whatever its owner shows after the last
+    chunk (notices, a failure) comes before the conversation's next answer; a reply only
+    iterated gives its place back when its chunks end.
     """
 
     def __init__(self, manager: ConversationManager, key: ConversationKey, text: str, place: Place) -> None:
@@ -60,8 +63,10 @@ class Reply:
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
         self._chunks: AsyncGenerator[str] | None = None
+        self._held = False
 
     async def __aenter__(self) -> Reply:
+        self._held = True
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -156,7 +161,8 @@ class ConversationManager:
                     await stream.aclose()
                     await self._record(reply, stream.stats)
         finally:
-            reply.place.leave()
+            if not reply._held:
+                reply.place.leave()
 
     async def _start(self, engine: Engine, reply: Reply) -> TokenStream:
         fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))

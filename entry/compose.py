@@ -76,4 +76,6 @@ async def open_core(
             stack.push_async_callback(asyncio.wait, {watcher})
             stack.callback(stop.set)
         manager = ConversationManager(slot, store, conversation_config(settings))
-        yield Core(manager, admin_policy(settings), exports)
+        core = Core(manager, admin_policy(settings), exports)
+        stack.push_async_callback(core.aclose)  # runs first: nothing in flight outlives the store and engine
+        yield core

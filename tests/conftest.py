@@ -17,7 +17,7 @@ from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.store import MemoryHistoryStore
 from model.bundled import ensure_bundled_model
-from model.engine import GenerationParams
+from model.engine import EngineError, GenerationParams
 from model.loader import load_engine
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
@@ -81,6 +81,39 @@ class RecordingEngine:
 
     async def aclose(self) -> None:
         """The shared engine outlives every test."""
+
+
+class FailingEngine:
+    """The real engine, failing after a few chunks of every reply (a lost device, say)."""
+
+    def __init__(self, engine: OpenVINOEngine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def stream(self, prompt: str, params: GenerationParams) -> Any:
+        return _FailingStream(self._engine.stream(prompt, params))
+
+    async def aclose(self) -> None:
+        """The shared engine outlives every test."""
+
+
+class _FailingStream:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.stats = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        count = 0
+        async for chunk in self._stream:
+            yield chunk
+            count += 1
+            if count == 3:
+                raise EngineError("the device was lost")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ import pytest
 from adapters.memory import MemoryAdapter, MemorySurface
 from bot.manager import CUT_NOTICE, ConversationConfig, ConversationManager, merge_consecutive_turns
 from bot.store import MemoryHistoryStore, SQLiteHistoryStore
+from bot.surface import Kind
 from bot.trimming import ContextTooSmall
 from bot.types import ConversationKey, Identity, Incoming
 from model.engine import ChatMessage, GenerationParams
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.conftest import RecordingEngine, make_core, make_manager
+from tests.conftest import FailingEngine, RecordingEngine, make_core, make_manager
 
 KEY = ConversationKey("memory", "general")
 
@@ -250,3 +251,28 @@ async def test_repetition_penalty_reaches_the_model(engine: OpenVINOEngine) -> N
     penalised = await make_manager(engine, max_new_tokens=120, repetition_penalty=1.3).reply(KEY, story).complete()
     assert plain != penalised
     assert len(set(penalised.split())) > len(set(plain.split()))  # more varied words, less looping
+
+
+async def test_a_reply_keeps_its_place_until_its_failure_is_told(engine: OpenVINOEngine) -> None:
+    manager = ConversationManager(EngineSlot(FailingEngine(engine)), MemoryHistoryStore(), ConversationConfig("", 16))  # type: ignore[arg-type]
+    core = make_core(manager)
+    timeline: list[str] = []
+
+    class SlowTexts(MemorySurface):
+        """Records what it shows; the bot's own texts take a while to post, as over a slow API."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        async def send(self, text: str, kind: Kind) -> object:
+            if kind is Kind.INFO:
+                await asyncio.sleep(0.5)
+            timeline.append(self.name)
+            return await super().send(text, kind)
+
+    author = Identity("memory", "tester")
+    failing = core.submit(Incoming(KEY, author, "Tell me about the sea."), SlowTexts("first"))
+    following = core.submit(Incoming(KEY, author, "Hi"), SlowTexts("second"))
+    await asyncio.gather(failing, following)
+    assert timeline.index("second") > max(i for i, name in enumerate(timeline) if name == "first")

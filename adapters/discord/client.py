@@ -169,17 +169,19 @@ class DiscordAdapter:
             log.warning("Could not register slash commands: %s", error)
 
     async def _shut_down(self, client: discord.Client, core: Core, connection: asyncio.Task[None]) -> None:
-        await core.drain()  # the gateway stays open meanwhile, so answers can still be posted
-        # Let discord.py finish its post-READY start-up, which would otherwise dispatch into a closed client.
-        if client.ws is not None and client.ws.session_id is not None and not client.is_ready():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.wait_until_ready(), self.config.guild_ready_timeout_s + 1.0)
-        # Stop reading the gateway first: discord.py closes a socket it is reading with code 4000
-        # (a resumable drop), while an idle one is closed with 1000, which ends the session.
-        connection.cancel()
-        await asyncio.wait({connection})
-        await client.close()
-        log.info("Disconnected from Discord")
+        try:
+            await core.drain()  # the gateway stays open meanwhile, so answers can still be posted
+            # Let discord.py finish its post-READY start-up, which would otherwise dispatch into a closed client.
+            if client.ws is not None and client.ws.session_id is not None and not client.is_ready():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(client.wait_until_ready(), self.config.guild_ready_timeout_s + 1.0)
+        finally:  # also when a forced stop cancels the drain: the connection must not outlive serve
+            # Stop reading the gateway first: discord.py closes a socket it is reading with code 4000
+            # (a resumable drop), while an idle one is closed with 1000, which ends the session.
+            connection.cancel()
+            await asyncio.wait({connection})
+            await client.close()
+            log.info("Disconnected from Discord")
 
 
 def _raise_fatal(connection: asyncio.Task[None]) -> None:

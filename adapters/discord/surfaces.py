@@ -43,7 +43,7 @@ class ChannelSurface:
         async with contextlib.AsyncExitStack() as typing:
             try:
                 await typing.enter_async_context(self._channel.typing())
-            except discord.HTTPException as error:
+            except Exception as error:  # HTTP or network: the indicator is cosmetic
                 log.warning("No typing indicator (%s); answering anyway", error)
             yield
 
@@ -84,6 +84,6 @@ class InteractionSurface:
         if not self._interaction.response.is_done():
             try:
                 await self._interaction.response.defer(thinking=True, ephemeral=kind is Kind.PRIVATE)
-            except discord.HTTPException as error:
+            except Exception as error:  # HTTP or network: answering without the deferral may still work
                 log.warning("Could not defer the command's response: %s", error)
         yield

@@ -93,9 +93,12 @@ class Listeners:
             app.command(name)(self._on_command)
         return app
 
-    async def _refuse_when_stopping(self, next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:
-        # Not acknowledged, so Slack delivers the event again once a running bot can take it.
-        if self.stopping or not self._core.accepting:
+    async def _refuse_when_stopping(
+        self, body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        # An event not acknowledged is delivered again once a running bot can take it; a slash command
+        # never is, so it reaches the core, which tells the user the bot is stopping.
+        if (self.stopping or not self._core.accepting) and "command" not in body:
             return BoltResponse(status=503, body="stopping")
         return await next()
 
@@ -107,7 +110,9 @@ class Listeners:
             follows_thread=self._threads.follows,
         )
         message = to_message(event, self._bot_user_id) if addressed else None
-        if message is None:
+        personal = event.get("type") == "app_mention" or event.get("channel_type") == "im"
+        # A file without a caption in a watched channel or thread is no question; a bare mention or DM gets help.
+        if message is None or not (message.text or personal):
             return
         # A retry repeats the event_id; app_mention + message repeat the message.
         if not self._seen.first_time(body.get("event_id"), message.message_id):

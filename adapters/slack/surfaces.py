@@ -18,7 +18,7 @@ CANNOT_POST = "I can't post in this channel ({error}). Invite me to it, or messa
 # A response_url takes 5 answers; the last two are kept for texts that must arrive (an outcome, a failure).
 RESPONSES_PER_COMMAND = 5
 RESPONSES_KEPT = 2
-# Texts only the asker should see; a slash command shows them ephemerally.
+# The bot's own texts answer a slash command through its response_url (PRIVATE ones to the asker only).
 _OWN_TEXTS = frozenset({Kind.INFO, Kind.PRIVATE})
 
 
@@ -68,7 +68,7 @@ class ThreadSurface(_SlackSurface):
 
 
 class CommandSurface(_SlackSurface):
-    """A slash command: the bot's own texts go to the asker only, the model's reply to a visible thread.
+    """A slash command: the bot's own texts answer through its response_url, the model's reply in a visible thread.
 
     The invocation itself is invisible to the channel, so the first reply text posts the
     question as a thread's header; the thread then continues the channel's conversation.
@@ -85,10 +85,9 @@ class CommandSurface(_SlackSurface):
         self._responses = 0
 
     async def send(self, text: str, kind: Kind) -> object:
-        """Respond ephemerally, or post in the answer's thread (starting it first)."""
+        """Respond through the response_url, or post in the answer's thread (starting it first)."""
         if kind in _OWN_TEXTS:
-            self._responses += 1
-            await self._respond(escape(text))
+            await self._answer(text, kind, replace=False)
             return None
         thread = self._thread or await self._start_thread()
         return await thread.send(text, kind)
@@ -100,11 +99,18 @@ class CommandSurface(_SlackSurface):
         """
         if kind in _OWN_TEXTS:
             if self._responses < RESPONSES_PER_COMMAND - RESPONSES_KEPT:
-                self._responses += 1
-                await self._respond(escape(text), replace_original=True)
+                await self._answer(text, kind, replace=True)
             return
         assert self._thread is not None, "edited a thread message before posting one"
         await self._thread.edit(handle, text, kind)
+
+    async def _answer(self, text: str, kind: Kind, *, replace: bool) -> None:
+        self._responses += 1
+        visibility = "ephemeral" if kind is Kind.PRIVATE else "in_channel"
+        response = await self._respond(escape(text), response_type=visibility, replace_original=replace)
+        # The webhook client returns an error status rather than raising (an expired or used-up response_url).
+        if response.status_code >= 400:
+            raise RuntimeError(f"Slack refused a slash command's response ({response.status_code}: {response.body})")
 
     async def _start_thread(self) -> ThreadSurface:
         command, top = self._command, ThreadSurface(self._client, self._command.key.channel, None, self.pacing)

@@ -21,11 +21,11 @@ from bot.commands import FAILED, HELP_TEXT, NOT_ADMIN
 from bot.core import Core
 from bot.manager import ConversationConfig, ConversationManager
 from bot.store import MemoryHistoryStore
-from model.engine import EngineError, GenerationParams
+from bot.types import ConversationKey
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness
-from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS
+from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS, FailingEngine
 
 HarnessFactory = Callable[[Core], AbstractAsyncContextManager[Harness]]
 # adapter -> (module, factory); Discord's and Slack's need their extras.
@@ -47,39 +47,6 @@ class RecordingActions:
         self.calls.append((requested_by, argument))
         await progress("Exporting: step 1 of 1")
         return f"Export finished for {argument or 'the default model'}."
-
-
-class FailingEngine:
-    """The real engine, failing after a few chunks of every reply (a lost device, say)."""
-
-    def __init__(self, engine: OpenVINOEngine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def stream(self, prompt: str, params: GenerationParams) -> Any:
-        return _FailingStream(self._engine.stream(prompt, params))
-
-    async def aclose(self) -> None:
-        """The shared engine outlives every test."""
-
-
-class _FailingStream:
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.stats = None
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        count = 0
-        async for chunk in self._stream:
-            yield chunk
-            count += 1
-            if count == 3:
-                raise EngineError("the device was lost")
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 def build_core(engine: Any, actions: RecordingActions) -> Core:
@@ -182,10 +149,4 @@ async def test_a_stop_lets_the_reply_being_written_finish(harness: Harness, engi
 async def _alone(engine: OpenVINOEngine, text: str) -> str:
     """What the same question gets from a fresh conversation (greedy decoding: the same reply)."""
     core = build_core(engine, RecordingActions())
-    return await core.manager.reply(build_key(), text).complete()
-
-
-def build_key() -> Any:
-    from bot.types import ConversationKey
-
-    return ConversationKey("reference", "alone")
+    return await core.manager.reply(ConversationKey("reference", "alone"), text).complete()

@@ -106,15 +106,16 @@ async def test_stats_before_any_reply_names_the_model(slack: SlackStandIn, manag
 
 async def test_admin_export_shows_progress_to_the_admin(manager: ConversationManager, standin: SlackStandIn) -> None:
     admin = ProgressingAdmin()
-    final = "converting &lt;weights&gt;\ncompressing &amp; saving\nExport finished."
     async with running_slack(slack_core(manager, admin), slack_config(standin)):
         await timed_ack(standin, "/export", "int4", user=ADMIN)
-        await standin.wait_response(lambda response: response["text"] == final)
+        await standin.wait_response(lambda response: response["text"] == "Export finished.")
 
     assert admin.requests == [(f"slack:{ADMIN}", "int4")]
-    first, *updates = standin.responses
+    first, *updates, outcome = standin.responses
     assert first["text"] == "converting &lt;weights&gt;"
     assert updates and all(update.get("replace_original") for update in updates)
+    assert updates[-1]["text"] == "converting &lt;weights&gt;\ncompressing &amp; saving"
+    assert not outcome.get("replace_original") and outcome["response_type"] == "ephemeral"
     assert not standin.calls_of("chat.postMessage")  # progress is for the admin only
 
 
