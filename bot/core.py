@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
 from bot.admin import AdminActions, AdminPolicy, audit_refusal
+from bot.admission import Admission, AdmissionLimits
 from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, format_stats, parse
 from bot.manager import ConversationManager, PendingReset, Reply
 from bot.ordering import Place
@@ -46,8 +48,11 @@ class Core:
         admins: AdminPolicy,
         actions: AdminActions,
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+        admission: Admission | None = None,
     ) -> None:
         self.manager = manager
+        self._admission = admission or Admission(AdmissionLimits())
+        self._replies = 0  # replies waiting or being written, across every conversation
         self._admins = admins
         self._actions = actions
         self._stop_grace_s = stop_grace_s
@@ -79,11 +84,11 @@ class Core:
         if not self.accepting:
             work = partial(surface.send, STOPPING, Kind.PRIVATE)
         elif command.name in (None, "ask"):
-            if command.argument:
-                reply = self.manager.reply(message.key, command.argument)
-                place, held, work = reply.place, reply, partial(self._answer, reply, surface)
-            else:  # a bare mention, or /ask without a question
-                work = partial(surface.send, HELP_TEXT if command.name is None else ASK_USAGE, Kind.PRIVATE)
+            refusal = self._refusal(message, command.argument) if command.argument else None
+            if command.argument and refusal is None:
+                return self._chat(message, command.argument, surface)
+            # A bare mention, /ask without a question, or a message the bot cannot take on now.
+            work = partial(surface.send, refusal or (HELP_TEXT if command.name is None else ASK_USAGE), Kind.PRIVATE)
         elif command.name == "reset":
             resetting = self.manager.reset(message.key)
             place, work = resetting.place, partial(self._reset, resetting, surface)
@@ -95,6 +100,22 @@ class Core:
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
         return self._spawn(self._guarded(work, message, surface, held), place)
+
+    def _refusal(self, message: Incoming, text: str) -> str | None:
+        return self._admission.refusal(message.author, text, self._replies)
+
+    def _chat(self, message: Incoming, text: str, surface: Surface) -> asyncio.Task[None]:
+        reply = self.manager.reply(message.key, text, time_limit_s=self._admission.limits.reply_deadline_s)
+        task = self._spawn(self._guarded(partial(self._answer, reply, surface), message, surface, reply), reply.place)
+        self._replies += 1
+        started = time.monotonic()
+
+        def finished(_: object) -> None:
+            self._replies -= 1
+            self._admission.timed(time.monotonic() - started)
+
+        task.add_done_callback(finished)
+        return task
 
     async def drain(self) -> int:
         """Stop taking messages, give answers in flight the grace period, cancel the rest; return how many.

@@ -7,6 +7,7 @@ different conversations only share the engine, never a lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Generator, Sequence
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 # Stats of the last reply are kept for this many recently active conversations.
 STATS_KEPT = 10_000
 CUT_NOTICE = "Your message was too long for the model's context; only its beginning was read."
+DEADLINE_NOTICE = "Stopped here: a reply may take at most {seconds:.0f} s."
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,15 @@ class Reply:
     iterated gives its place back when its chunks end.
     """
 
-    def __init__(self, manager: ConversationManager, key: ConversationKey, text: str, place: Place) -> None:
+    def __init__(
+        self, manager: ConversationManager, key: ConversationKey, text: str, place: Place, time_limit_s: float | None
+    ) -> None:
         self._manager = manager
         self.key = key
         self.prompt_text = text
         self.place = place
+        self.time_limit_s = time_limit_s
+        self.deadline = None if time_limit_s is None else asyncio.get_running_loop().time() + time_limit_s
         self.text = ""
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
@@ -120,9 +126,12 @@ class ConversationManager:
         """Name of the model that answers new messages."""
         return self._engines.current.info.name
 
-    def reply(self, key: ConversationKey, text: str) -> Reply:
-        """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``."""
-        return Reply(self, key, text, self._order.take_place(key))
+    def reply(self, key: ConversationKey, text: str, *, time_limit_s: float | None = None) -> Reply:
+        """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``.
+
+        ``time_limit_s`` after this call (waiting in line included) the reply stops at its next chunk, with a notice.
+        """
+        return Reply(self, key, text, self._order.take_place(key), time_limit_s)
 
     def reset(self, key: ConversationKey) -> PendingReset:
         """Forget a conversation's history once the messages before it are answered; await it for the turns removed.
@@ -157,12 +166,20 @@ class ConversationManager:
                     async for chunk in stream:
                         reply.text += chunk
                         yield chunk
+                        if self._past_deadline(reply):
+                            break
                 finally:
                     await stream.aclose()
                     await self._record(reply, stream.stats)
         finally:
             if not reply._held:
                 reply.place.leave()
+
+    def _past_deadline(self, reply: Reply) -> bool:
+        if reply.deadline is None or asyncio.get_running_loop().time() < reply.deadline:
+            return False
+        reply.notices.append(DEADLINE_NOTICE.format(seconds=reply.time_limit_s))
+        return True
 
     async def _start(self, engine: Engine, reply: Reply) -> TokenStream:
         fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))

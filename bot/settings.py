@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import limits
 import platformdirs
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,6 +81,14 @@ class Settings(BaseSettings):
     context_size: int | None = Field(
         default=None, ge=256, description="Prompt + reply token budget; empty: the model's own."
     )
+    max_waiting: int = Field(
+        default=32, ge=1, description="Replies waiting or being written at once; beyond it: a busy answer."
+    )
+    user_rate: str | None = Field(
+        default="10/minute", description="Messages one user may send, e.g. 10/minute; empty: no limit."
+    )
+    max_message_chars: int = Field(default=8000, ge=1, description="Longest message the bot reads.")
+    reply_deadline_s: float = Field(default=300.0, gt=0, description="Longest a reply may take, waiting included.")
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: LogLevel = "INFO"
 
@@ -116,11 +125,23 @@ class Settings(BaseSettings):
         "slack_bot_token",
         "slack_app_token",
         "slack_signing_secret",
+        "user_rate",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("user_rate", mode="after")
+    @classmethod
+    def _rate_is_understood(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError("must be a rate such as 10/minute or 100/hour") from None
+        return value
 
     @model_validator(mode="after")
     def _reply_fits_context(self) -> Settings:

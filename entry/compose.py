@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from bot.admin import AdminPolicy
+from bot.admission import Admission, AdmissionLimits
 from bot.core import Core
 from bot.export_service import ExportService
 from bot.manager import ConversationConfig, ConversationManager
@@ -29,6 +30,16 @@ def conversation_config(settings: Settings) -> ConversationConfig:
         temperature=settings.temperature,
         top_p=settings.top_p,
         repetition_penalty=settings.repetition_penalty,
+    )
+
+
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    """What the bot takes on at once, from one user, in one message and in one reply's time."""
+    return AdmissionLimits(
+        max_waiting=settings.max_waiting,
+        user_rate=settings.user_rate,
+        max_message_chars=settings.max_message_chars,
+        reply_deadline_s=settings.reply_deadline_s,
     )
 
 
@@ -76,6 +87,6 @@ async def open_core(
             stack.push_async_callback(asyncio.wait, {watcher})
             stack.callback(stop.set)
         manager = ConversationManager(slot, store, conversation_config(settings))
-        core = Core(manager, admin_policy(settings), exports)
+        core = Core(manager, admin_policy(settings), exports, admission=Admission(admission_limits(settings)))
         stack.push_async_callback(core.aclose)  # runs first: nothing in flight outlives the store and engine
         yield core

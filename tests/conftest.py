@@ -12,6 +12,7 @@ from hypothesis import settings as hypothesis_settings
 
 from adapters.memory import MemoryAdapter
 from bot.admin import AdminActions, AdminPolicy, NoAdminActions
+from bot.admission import Admission, AdmissionLimits
 from bot.core import Core
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
@@ -128,8 +129,12 @@ def make_core(
     actions: AdminActions | None = None,
     stop_grace_s: float = 10.0,
 ) -> Core:
-    """The core over ``manager``; nobody is an admin unless ``admin_ids`` lists them per platform."""
-    return Core(manager, AdminPolicy(admin_ids or {}), actions or NoAdminActions(), stop_grace_s)
+    """The core over ``manager``; nobody is an admin unless ``admin_ids`` lists them per platform.
+
+    Users have no message rate here: tests that send many messages test other things.
+    """
+    admission = Admission(AdmissionLimits(user_rate=None))
+    return Core(manager, AdminPolicy(admin_ids or {}), actions or NoAdminActions(), stop_grace_s, admission)
 
 
 @pytest.fixture
