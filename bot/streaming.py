@@ -7,6 +7,7 @@ in their length limit; the pacing and splitting live here, once.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -33,7 +34,9 @@ class EditBudget:
     """Paces edits: each message at most once per interval, all replies within one shared rate.
 
     One instance is shared by every reply in flight on a platform (a token bucket),
-    so ten simultaneous replies do not edit ten times as often as one.
+    so ten simultaneous replies do not edit ten times as often as one.  Under load the
+    optional updates (``try_take``) thin out first: none is granted while a post that
+    must go out (``take``, a reply's final text) is waiting.
     """
 
     def __init__(
@@ -50,10 +53,11 @@ class EditBudget:
         self._clock = clock
         self._sleep = sleep
         self._updated = clock()
+        self._must_waiting = 0
 
-    def try_take(self, last_edit_at: float) -> bool:
-        """Take a token if the message's interval has passed and one is free; never waits."""
-        if self._clock() - last_edit_at < self.per_message_interval:
+    def try_take(self, last_edit_at: float = -math.inf) -> bool:
+        """Take a token if the message's interval has passed, one is free and no must-post waits; never waits."""
+        if self._must_waiting or self._clock() - last_edit_at < self.per_message_interval:
             return False
         self._refill()
         if self._tokens < 1:
@@ -62,10 +66,14 @@ class EditBudget:
         return True
 
     async def take(self) -> None:
-        """Take a token, waiting for one (for edits that must happen, like the last one)."""
+        """Take a token, waiting for one (for posts that must happen, like a reply's final text)."""
         self._refill()
         if self._tokens < 1:
-            await self._sleep((1 - self._tokens) / self._rate)
+            self._must_waiting += 1
+            try:
+                await self._sleep((1 - self._tokens) / self._rate)
+            finally:
+                self._must_waiting -= 1
             self._refill()
         # Concurrent waiters may drive the bucket below zero: that debt delays later edits,
         # which keeps the average rate while every must-happen edit still goes out.
@@ -184,23 +192,26 @@ class LiveMessages(Generic[H]):
         self._edited_at: list[float] = []
 
     async def show(self, text: str, *, final: bool) -> None:
-        """Bring the messages up to ``text``; intermediate edits may be skipped, a ``final`` one never."""
-        parts = split_message(text, self._limit)
-        for index, part in enumerate(parts):
-            is_last = index == len(parts) - 1
-            if index >= len(self.handles):
-                await self._budget.take()
-                self.handles.append(await self._sink.send(part))
-                self._shown.append(part)
-                self._edited_at.append(self._budget.now())
-            elif self._shown[index] != part:
-                await self._update(index, part, must=final or not is_last)
+        """Bring the messages up to ``text``.
 
-    async def _update(self, index: int, part: str, *, must: bool) -> None:
-        if must:
-            await self._budget.take()
-        elif not self._budget.try_take(self._edited_at[index]):
-            return
-        await self._sink.edit(self.handles[index], part)
-        self._shown[index] = part
-        self._edited_at[index] = self._budget.now()
+        While streaming every post and edit is optional: one the budget cannot grant now
+        is skipped (later text supersedes it), so a reply that finishes while the budget is
+        saturated is posted whole.  The ``final`` call posts everything that is not shown yet.
+        """
+        for index, part in enumerate(split_message(text, self._limit)):
+            if index < len(self.handles) and self._shown[index] == part:
+                continue
+            if final:
+                await self._budget.take()
+            elif not self._budget.try_take(self._edited_at[index] if index < len(self.handles) else -math.inf):
+                return  # the parts after this one wait for it, to keep their order
+            await self._put(index, part)
+
+    async def _put(self, index: int, part: str) -> None:
+        if index < len(self.handles):
+            await self._sink.edit(self.handles[index], part)
+            self._shown[index], self._edited_at[index] = part, self._budget.now()
+        else:
+            self.handles.append(await self._sink.send(part))
+            self._shown.append(part)
+            self._edited_at.append(self._budget.now())

@@ -130,3 +130,31 @@ async def test_blank_reply_gets_a_visible_message() -> None:
 def test_limit_too_small_is_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         split_message("text", 5)
+
+
+async def test_a_text_that_must_go_out_goes_before_anyones_optional_edit() -> None:
+    clock, gate = FakeClock(), asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        clock.now += seconds
+        await gate.wait()
+
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1, clock=clock, sleep=held_sleep)
+    assert budget.try_take()  # another reply's edit spent the budget
+    final = asyncio.create_task(budget.take())
+    await asyncio.sleep(0)
+    clock.now += 5  # tokens have come back meanwhile...
+    assert not budget.try_take()  # ...but the waiting final text is first in line
+    gate.set()
+    await final
+    clock.now += 1
+    assert budget.try_take()  # optional edits resume once nothing must go out
+
+
+async def test_a_reply_finishing_while_the_budget_is_spent_is_posted_whole() -> None:
+    clock, sink = FakeClock(), RecordingSink()
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1, clock=clock, sleep=clock.sleep)
+    assert budget.try_take()  # the one token there was went to another reply
+    pieces = [f"word{i} " for i in range(20)]
+    await stream_to_sink(_chunks(pieces, clock, 0.0), sink, budget, limit=2000)
+    assert sink.calls == [("send", 0, "".join(pieces))]
