@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from model.batching_engine import BatchingEngine
 from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
 from model.manifest import current_export
@@ -64,8 +66,29 @@ def load_engine(
     """Inspect and compile the model (blocking: run it in a thread from async code)."""
     info = inspect_model(path, context_size)
     log.info("Loading %s (%s, context %d) on %s", info.name, info.family, info.context_size, device)
-    try:
+    with _load_errors(path, device):
         return OpenVINOEngine.load(info, device, properties)
+
+
+def load_batching_engine(
+    path: Path,
+    device: str,
+    properties: Mapping[str, str],
+    context_size: int | None = None,
+    cache_size_gb: float = 1.0,
+) -> BatchingEngine:
+    """Like ``load_engine``, but serving replies concurrently (continuous batching, ``cache_size_gb`` of KV cache)."""
+    info = inspect_model(path, context_size)
+    log.info("Loading %s (%s, context %d) on %s, batching", info.name, info.family, info.context_size, device)
+    with _load_errors(path, device):
+        return BatchingEngine.load(info, device, properties, cache_size_gb)
+
+
+@contextmanager
+def _load_errors(path: Path, device: str) -> Iterator[None]:
+    """Turn OpenVINO's compile errors into a ``ModelLoadError`` that says which model and device."""
+    try:
+        yield
     except RuntimeError as error:
         raise ModelLoadError(f"OpenVINO could not load the model at {path} on {device}: {_cause(error)}") from error
 

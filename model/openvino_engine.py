@@ -4,6 +4,7 @@ One ``LLMPipeline`` runs one ``generate()`` at a time, so every generation goes
 through a single worker thread: requests queue in arrival order and a request that
 is cancelled before its turn never reaches the pipeline.  Tokenizer calls use a
 separate thread so that counting tokens for trimming never waits on a generation.
+The tokenizer side (``ChatTokenizer``) is shared with the continuous-batching engine.
 """
 
 from __future__ import annotations
@@ -27,17 +28,85 @@ _PHI3_STOP_TOKENS = ("<|end|>", "<|endoftext|>")
 _DONE = object()
 
 
+class ChatTokenizer:
+    """The tokenizer side of an OpenVINO engine, shared by every pipeline kind.
+
+    Prompts arrive rendered by the core, so this is where rendering, token counting,
+    control-token discovery, stop ids and per-request generation settings live: one
+    implementation for ``LLMPipeline`` and ``ContinuousBatchingPipeline`` alike.
+    """
+
+    def __init__(self, tokenizer: Any, info: ModelInfo) -> None:
+        self.tokenizer = tokenizer
+        self.info = info
+        self.control_tokens = find_control_tokens(tokenizer)
+        self.stop_token_ids = stop_token_ids(tokenizer, info)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a prompt is tokenized (special tokens added); blocking."""
+        encoded = self.tokenizer.encode(text, add_special_tokens=True)
+        return [int(i) for i in encoded.input_ids.data[0]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Reply text of generated ids (special tokens skipped, as the pipelines' streamers do)."""
+        return str(self.tokenizer.decode(list(ids)))
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """Render with the model's own chat template, ending in the generation prompt."""
+        history = [{"role": m.role, "content": m.content} for m in messages]
+        return str(self.tokenizer.apply_chat_template(history, add_generation_prompt=True))
+
+    def generation_config(self, config: Any, params: GenerationParams) -> Any:
+        """Fill ``config`` (a fresh copy of the pipeline's defaults) with ``params``; returns it."""
+        config.max_new_tokens = params.max_new_tokens
+        # The core renders the prompt itself; a second template pass would nest it.
+        config.apply_chat_template = False
+        config.stop_token_ids = self.stop_token_ids
+        config.repetition_penalty = params.repetition_penalty
+        config.do_sample = params.temperature > 0
+        if config.do_sample:
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+        return config
+
+
+def find_control_tokens(tokenizer: Any) -> frozenset[str]:
+    """Vocabulary entries that look like markup and that the tokenizer maps raw text to."""
+    found = set()
+    for raw, token_id in tokenizer.get_vocab().items():
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if not _CONTROL_CANDIDATE.fullmatch(text):
+            continue
+        ids = tokenizer.encode(f"a{text}b", add_special_tokens=False).input_ids.data[0]
+        if int(token_id) in (int(i) for i in ids):
+            found.add(text)
+    return frozenset(found)
+
+
+def stop_token_ids(tokenizer: Any, info: ModelInfo) -> set[int]:
+    """The ids that end a reply: EOS, and for Phi-3 also its end-of-turn tokens."""
+    stop = {int(tokenizer.get_eos_token_id())}
+    if info.family == "phi3":
+        for token in _PHI3_STOP_TOKENS:
+            ids = tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
+            if len(ids) != 1:  # without it replies would run on into invented turns
+                raise ModelLoadError(
+                    f"The Phi-3 model at {info.path} has no single token for {token}: "
+                    "its tokenizer is not Phi-3's. Re-export it from the original checkpoint."
+                )
+            stop.add(int(ids[0]))
+    return stop
+
+
 class OpenVINOEngine:
     """A chat model served by ``openvino_genai.LLMPipeline``."""
 
     def __init__(self, pipeline: Any, info: ModelInfo) -> None:
         self._pipeline = pipeline
-        self._tokenizer = pipeline.get_tokenizer()
+        self._chat = ChatTokenizer(pipeline.get_tokenizer(), info)
         self._info = info
         self._generator = ThreadPoolExecutor(1, thread_name_prefix="ov-generate")
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ov-tokenize")
-        self._control_tokens = self._find_control_tokens()
-        self._stop_token_ids = self._stop_ids()
 
     @classmethod
     def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str]) -> OpenVINOEngine:
@@ -53,12 +122,12 @@ class OpenVINOEngine:
     @property
     def control_tokens(self) -> frozenset[str]:
         """Strings the tokenizer turns into special token ids (found once, at load)."""
-        return self._control_tokens
+        return self._chat.control_tokens
 
     async def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as a prompt is tokenized (special tokens added), off the loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self._encode_sync, text)
+        return await loop.run_in_executor(self._tokenizer_thread, self._chat.encode, text)
 
     async def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` takes as a prompt."""
@@ -66,8 +135,7 @@ class OpenVINOEngine:
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
         """Render with the model's own chat template, ending in the generation prompt."""
-        history = [{"role": m.role, "content": m.content} for m in messages]
-        return str(self._tokenizer.apply_chat_template(history, add_generation_prompt=True))
+        return self._chat.apply_chat_template(messages)
 
     def stream(self, prompt: str, params: GenerationParams) -> OpenVINOTokenStream:
         """A stream that starts generating when iterated."""
@@ -79,46 +147,8 @@ class OpenVINOEngine:
         await asyncio.to_thread(self._tokenizer_thread.shutdown, wait=True)
         self._pipeline = None
 
-    def _encode_sync(self, text: str) -> list[int]:
-        encoded = self._tokenizer.encode(text, add_special_tokens=True)
-        return [int(i) for i in encoded.input_ids.data[0]]
-
-    def _find_control_tokens(self) -> frozenset[str]:
-        found = set()
-        for raw, token_id in self._tokenizer.get_vocab().items():
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-            if not _CONTROL_CANDIDATE.fullmatch(text):
-                continue
-            ids = self._tokenizer.encode(f"a{text}b", add_special_tokens=False).input_ids.data[0]
-            if int(token_id) in (int(i) for i in ids):
-                found.add(text)
-        return frozenset(found)
-
-    def _stop_ids(self) -> set[int]:
-        stop = {int(self._tokenizer.get_eos_token_id())}
-        if self._info.family == "phi3":
-            for token in _PHI3_STOP_TOKENS:
-                ids = self._tokenizer.encode(token, add_special_tokens=False).input_ids.data[0]
-                if len(ids) != 1:  # without it replies would run on into invented turns
-                    raise ModelLoadError(
-                        f"The Phi-3 model at {self._info.path} has no single token for {token}: "
-                        "its tokenizer is not Phi-3's. Re-export it from the original checkpoint."
-                    )
-                stop.add(int(ids[0]))
-        return stop
-
     def _generation_config(self, params: GenerationParams) -> Any:
-        config = self._pipeline.get_generation_config()
-        config.max_new_tokens = params.max_new_tokens
-        # The core renders the prompt itself; a second template pass would nest it.
-        config.apply_chat_template = False
-        config.stop_token_ids = self._stop_token_ids
-        config.repetition_penalty = params.repetition_penalty
-        config.do_sample = params.temperature > 0
-        if config.do_sample:
-            config.temperature = params.temperature
-            config.top_p = params.top_p
-        return config
+        return self._chat.generation_config(self._pipeline.get_generation_config(), params)
 
     def submit(self, prompt: str, config: Any, streamer: Any) -> Future[Any]:
         """Queue one ``generate()`` on the engine's single generation thread."""
@@ -199,14 +229,18 @@ class OpenVINOTokenStream:
         return ""
 
     def _stats_of(self, result: Any) -> ReplyStats:
-        metrics = result.perf_metrics
-        return ReplyStats(
-            model_name=self._engine.info.name,
-            prompt_tokens=int(metrics.get_num_input_tokens()),
-            generated_tokens=int(metrics.get_num_generated_tokens()),
-            ttft_s=float(metrics.get_ttft().mean) / 1000,
-            tpot_s=float(metrics.get_tpot().mean) / 1000,
-        )
+        return reply_stats(self._engine.info.name, result.perf_metrics)
+
+
+def reply_stats(model_name: str, metrics: Any) -> ReplyStats:
+    """``ReplyStats`` from OpenVINO GenAI ``PerfMetrics`` (which measure in milliseconds)."""
+    return ReplyStats(
+        model_name=model_name,
+        prompt_tokens=int(metrics.get_num_input_tokens()),
+        generated_tokens=int(metrics.get_num_generated_tokens()),
+        ttft_s=float(metrics.get_ttft().mean) / 1000,
+        tpot_s=float(metrics.get_tpot().mean) / 1000,
+    )
 
 
 def _put_threadsafe(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object], item: object) -> None:
