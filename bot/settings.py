@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"},
         description="OpenVINO runtime properties; CACHE_DIR defaults to <data dir>/ov-cache.",
     )
+    engine: Literal["pipeline", "batching"] = Field(
+        default="pipeline",
+        description="pipeline: one reply at a time; batching: continuous batching with a prefix cache.",
+    )
+    kv_cache_gb: int = Field(default=1, ge=1, le=256, description="KV cache of the batching engine, in GB.")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_new_tokens: int = Field(default=512, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

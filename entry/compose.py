@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from bot.admin import AdminPolicy
 from bot.admission import Admission, AdmissionLimits
@@ -14,9 +15,9 @@ from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import Settings
 from bot.store import HistoryStore, MemoryHistoryStore, SQLiteHistoryStore
 from model.export import ExportTarget
-from model.loader import load_engine, resolve_model_path
+from model.loader import load_batching_engine, load_engine, resolve_model_path
 from model.slot import EngineSlot
-from model.switcher import ModelSwitcher, follow_current_export
+from model.switcher import EngineLoader, ModelSwitcher, follow_current_export
 
 # Whoever sits at the console owns the machine, so the console user is an admin.
 TRUSTED_PLATFORMS = ("console",)
@@ -49,19 +50,30 @@ def admin_policy(settings: Settings) -> AdminPolicy:
     return AdminPolicy(listed, trusted_platforms=TRUSTED_PLATFORMS)
 
 
+def engine_loader(settings: Settings) -> EngineLoader:
+    """How the configured kind of engine is loaded from a model path (at start and for every switch)."""
+    properties, device, context = settings.runtime_properties(), settings.device, settings.context_size
+    if settings.engine == "batching":
+        return partial(
+            load_batching_engine,
+            device=device,
+            properties=properties,
+            context_size=context,
+            cache_size_gb=settings.kv_cache_gb,
+        )
+    return partial(load_engine, device=device, properties=properties, context_size=context)
+
+
 async def load_engine_slot(settings: Settings, *, progress: bool = True) -> EngineSlot:
     """Find (fetching the bundled model if needed) and compile the configured model."""
     path = await asyncio.to_thread(resolve_model_path, settings.model_path, settings.models_dir, progress=progress)
-    engine = await asyncio.to_thread(
-        load_engine, path, settings.device, settings.runtime_properties(), settings.context_size
-    )
-    return EngineSlot(engine)
+    return EngineSlot(await asyncio.to_thread(engine_loader(settings), path))
 
 
 def export_service(slot: EngineSlot, settings: Settings) -> ExportService:
     """Admin re-export into the settings' models directory, swapping into ``slot``."""
     properties = settings.runtime_properties()
-    switcher = ModelSwitcher(slot, settings.device, properties, settings.context_size)
+    switcher = ModelSwitcher(slot, settings.device, properties, settings.context_size, load=engine_loader(settings))
     target = ExportTarget(settings.models_dir, settings.device, properties)
     return ExportService(switcher, target, pinned_model=settings.model_path)
 

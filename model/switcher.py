@@ -5,27 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
-from model.engine import ModelLoadError
+from model.engine import Engine, ModelLoadError
 from model.loader import load_engine
 from model.manifest import current_export
 from model.slot import EngineSlot
 
 log = logging.getLogger(__name__)
 
+EngineLoader = Callable[[Path], Engine]
+
 
 class ModelSwitcher:
     """Loads a model and swaps it into the slot, one switch at a time."""
 
     def __init__(
-        self, slot: EngineSlot, device: str, properties: Mapping[str, str], context_size: int | None = None
+        self,
+        slot: EngineSlot,
+        device: str,
+        properties: Mapping[str, str],
+        context_size: int | None = None,
+        *,
+        load: EngineLoader | None = None,
     ) -> None:
         self.slot = slot
-        self._device = device
-        self._properties = dict(properties)
-        self._context_size = context_size
+        # The same kind of engine as the one it replaces (a batching one, say), loaded the same way.
+        self._load = load or partial(load_engine, device=device, properties=dict(properties), context_size=context_size)
         self._lock = asyncio.Lock()
 
     async def switch_to(self, path: Path) -> bool:
@@ -33,7 +41,7 @@ class ModelSwitcher:
         async with self._lock:
             if _same_file(self.slot.current.info.path, path):
                 return False
-            engine = await asyncio.to_thread(load_engine, path, self._device, self._properties, self._context_size)
+            engine = await asyncio.to_thread(self._load, path)
             old = await self.slot.swap(engine)
             log.info("Now answering with %s; replies in flight finish on %s", engine.info.name, old.info.name)
             return True

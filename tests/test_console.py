@@ -150,3 +150,10 @@ def test_a_history_database_that_cannot_be_opened_is_one_clear_line(bundled_mode
     result = run_bot(["chat"], bot_env(bundled_model, tmp_path), stdin="/quit\n")
     assert result.returncode == 1
     assert "Cannot open the history database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ask_answers_on_the_batching_engine(bundled_model: Path, tmp_path: Path) -> None:
+    env = bot_env(bundled_model, tmp_path, BOT_ENGINE="batching")
+    result = run_bot(["ask", "What is the capital of France?"], env)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout and "batching" in result.stderr  # the loader says which engine it loads
