@@ -11,9 +11,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TextIO
 
-from adapters.memory import UNPACED
 from bot.core import Core
-from bot.surface import Kind, Pacing
+from bot.surface import UNPACED, Kind, Pacing
 from bot.types import ConversationKey, Identity, Incoming
 
 CONSOLE_KEY = ConversationKey("console", "local")

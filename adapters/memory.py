@@ -8,12 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from bot.core import Core
-from bot.streaming import EditBudget
-from bot.surface import Kind, Pacing
+from bot.surface import UNPACED, Kind
 from bot.types import ConversationKey, Identity, Incoming
-
-# Every chunk shows at once: no platform rate limit, no length limit worth splitting at.
-UNPACED = Pacing(EditBudget(per_message_interval=0.0, edits_per_second=1e9), message_limit=1_000_000)
 
 
 @dataclass

@@ -78,13 +78,14 @@ class Core:
         """
         command = parse(message)
         place: Place | None = None
-        held: Reply | None = None
         # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
         work: Work
         if not self.accepting:
             work = partial(surface.send, STOPPING, Kind.PRIVATE)
         elif command.name in (None, "ask"):
-            refusal = self._refusal(message, command.argument) if command.argument else None
+            refusal = (
+                self._admission.refusal(message.author, command.argument, self._replies) if command.argument else None
+            )
             if command.argument and refusal is None:
                 return self._chat(message, command.argument, surface)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
@@ -99,10 +100,7 @@ class Core:
             work = partial(self._export, message.author, command.argument, surface)
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
-        return self._spawn(self._guarded(work, message, surface, held), place)
-
-    def _refusal(self, message: Incoming, text: str) -> str | None:
-        return self._admission.refusal(message.author, text, self._replies)
+        return self._spawn(self._guarded(work, message, surface), place)
 
     def _chat(self, message: Incoming, text: str, surface: Surface) -> asyncio.Task[None]:
         reply = self.manager.reply(message.key, text, time_limit_s=self._admission.limits.reply_deadline_s)
@@ -164,7 +162,7 @@ class Core:
             task.add_done_callback(lambda _: place.leave())
         return task
 
-    async def _guarded(self, work: Work, message: Incoming, surface: Surface, reply: Reply | None) -> None:
+    async def _guarded(self, work: Work, message: Incoming, surface: Surface, reply: Reply | None = None) -> None:
         # A reply keeps its place until everything about it is shown, a failure included.
         async with reply if reply is not None else contextlib.nullcontext():
             try:

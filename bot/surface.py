@@ -38,6 +38,10 @@ class Pacing:
     message_limit: int
 
 
+# For surfaces without a platform's limits (a terminal, memory): every chunk shows at once, nothing is split.
+UNPACED = Pacing(EditBudget(per_message_interval=0.0, edits_per_second=1e9), message_limit=1_000_000)
+
+
 class Surface(Protocol):
     """Posts, edits and shows a busy indicator in one place on a platform.
 
