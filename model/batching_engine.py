@@ -6,14 +6,15 @@ request by a token per ``step()`` and admits new requests between steps; with pr
 caching on, a follow-up turn reuses the KV blocks of the history it shares with an
 earlier prompt instead of computing them again.
 
-The pipeline is not thread-safe, so one daemon thread owns it: it admits queued
-requests, steps while any is unfinished (sleeping on an event otherwise) and hands
-the new token ids of each request to its stream on the asyncio loop.  Streams turn
-ids into text there, decoding incrementally.
+The pipeline is not thread-safe, so one thread drives it through a ``Scheduler``
+(admit, cancel, step, collect): a daemon thread here in ``BatchingEngine``, a child
+process in ``model.process_engine``.  Either way each request's new token ids reach
+its stream on the asyncio loop, which decodes them into text incrementally.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
@@ -37,19 +38,140 @@ _REPLACEMENT = "\ufffd"  # what decoding yields for the first bytes of a charact
 
 
 @dataclass(frozen=True)
-class _End:
+class RequestEnd:
     """The last item of a request: its stats (None when it never ran) or why it failed."""
 
     stats: ReplyStats | None
     error: str | None = None
 
 
-class _Request:
-    """One reply in flight, shared by its stream (on the loop) and the worker thread.
+# What a scheduler step reports: a request's new token ids, or its end (after its last ids).
+Event = tuple[int, "list[int] | RequestEnd"]
 
-    The worker owns ``handle``; everything it tells the stream goes through
-    ``post`` (``call_soon_threadsafe``), so the loop-side fields are only touched on
-    the loop.  ``cancelled`` is the one flag both sides read.
+
+def load_pipeline(info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> Any:
+    """Compile a ``ContinuousBatchingPipeline`` with a KV cache of ``cache_size_gb`` GB (blocking).
+
+    OpenVINO sizes the cache in whole GB, so a fraction is rounded up (at least 1 GB).
+    """
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = max(1, math.ceil(cache_size_gb))
+    # Chat turns resend the whole history: cached prefix blocks make a follow-up's prefill cheap.
+    scheduler.enable_prefix_caching = True
+    return ov_genai.ContinuousBatchingPipeline(str(info.path), scheduler, device, dict(properties))
+
+
+class Scheduler:
+    """Admit, cancel, step and collect around one pipeline; only ever called from one thread.
+
+    A request cancelled while queued never reaches the pipeline; a running one is
+    dropped (its KV blocks freed) by the next step.  ``step`` returns the streams' events.
+    """
+
+    def __init__(self, pipeline: Any, chat: ChatTokenizer) -> None:
+        self._pipeline = pipeline
+        self._chat = chat
+        self._queued: dict[int, tuple[str, GenerationParams]] = {}
+        self._running: dict[int, Any] = {}  # request id -> the pipeline's GenerationHandle
+        self._cancelled: set[int] = set()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is queued or running, so that ``step`` has work to do."""
+        return bool(self._queued or self._running)
+
+    def submit(self, request_id: int, prompt: str, params: GenerationParams) -> None:
+        """Queue a request; it joins the batch at the next step."""
+        self._queued[request_id] = (prompt, params)
+
+    def cancel(self, request_id: int) -> None:
+        """Stop a request at the next step; an unknown or finished id is ignored."""
+        if request_id in self._queued or request_id in self._running:
+            self._cancelled.add(request_id)
+
+    def drop_queued(self) -> list[Event]:
+        """End every request that has not started (the engine is closing)."""
+        events: list[Event] = [(request_id, RequestEnd(None)) for request_id in self._queued]
+        self._queued.clear()
+        self._cancelled.intersection_update(self._running)
+        return events
+
+    def step(self) -> list[Event]:
+        """Admit queued requests, advance every running one by a step, and report what each produced."""
+        events = self._admit()
+        if not self._running:
+            return events
+        try:
+            for request_id in self._cancelled:
+                handle = self._running[request_id]
+                if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
+                    handle.cancel()
+            self._pipeline.step()
+            for request_id in list(self._running):
+                self._collect(request_id, events)
+        except Exception as error:  # the driver must survive: a dead driver would hang every stream
+            self._fail_all(str(error), events)
+        return events
+
+    def _admit(self) -> list[Event]:
+        events: list[Event] = []
+        for request_id, (prompt, params) in self._queued.items():
+            if request_id in self._cancelled:
+                self._cancelled.discard(request_id)
+                events.append((request_id, RequestEnd(None)))
+                continue
+            try:
+                config = self._chat.generation_config(self._pipeline.get_config(), params)
+                self._running[request_id] = self._pipeline.add_request(request_id, prompt, config)
+            except Exception as error:  # a bad config or prompt fails this request, not the others
+                events.append((request_id, RequestEnd(None, str(error))))
+        self._queued.clear()
+        return events
+
+    def _collect(self, request_id: int, events: list[Event]) -> None:
+        """Report the ids generated since the last step; end the request when the pipeline is done with it."""
+        handle = self._running[request_id]
+        status = handle.get_status()
+        cancelled = request_id in self._cancelled
+        if not cancelled:
+            ids: list[int] = []
+            while handle.can_read():
+                for output in handle.read().values():
+                    ids.extend(int(i) for i in output.generated_ids)
+            if ids:
+                events.append((request_id, ids))
+        if status == ov_genai.GenerationStatus.RUNNING:
+            return
+        del self._running[request_id]
+        self._cancelled.discard(request_id)
+        error = None
+        if status == ov_genai.GenerationStatus.IGNORED and not cancelled:
+            # The scheduler ignores a request whose prompt can never fit the KV cache.
+            error = "the prompt does not fit the KV cache; load the engine with a larger cache_size_gb"
+        events.append((request_id, RequestEnd(self._stats(handle), error)))
+
+    def _stats(self, handle: Any) -> ReplyStats | None:
+        try:
+            return reply_stats(self._chat.info.name, handle.get_perf_metrics())
+        except RuntimeError:  # a request cancelled before its first token has no timings
+            return None
+
+    def _fail_all(self, error: str, events: list[Event]) -> None:
+        """A failed step leaves no request in a known state: cancel and end them all."""
+        log.error("continuous batching step failed: %s", error)
+        for request_id, handle in self._running.items():
+            with contextlib.suppress(Exception):  # freeing its blocks is best effort; ending the stream is not
+                handle.cancel()
+            events.append((request_id, RequestEnd(None, error)))
+        self._running.clear()
+        self._cancelled.clear()
+
+
+class Request:
+    """One reply in flight as its stream sees it; ``cancelled`` is the one flag both threads read.
+
+    The engine's thread hands items over through ``post`` (``call_soon_threadsafe``),
+    so the queue and future are only touched on the loop.
     """
 
     def __init__(self, request_id: int, prompt: str, params: GenerationParams) -> None:
@@ -57,53 +179,33 @@ class _Request:
         self.prompt = prompt
         self.params = params
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[list[int] | _End] = asyncio.Queue()
-        self.done: asyncio.Future[_End] = self.loop.create_future()
+        self.queue: asyncio.Queue[list[int] | RequestEnd] = asyncio.Queue()
+        self.done: asyncio.Future[RequestEnd] = self.loop.create_future()
         self.cancelled = threading.Event()
-        self.handle: Any = None
 
-    def post(self, item: list[int] | _End) -> None:
-        """Hand ``item`` to the stream; called from the worker thread."""
+    def post(self, item: list[int] | RequestEnd) -> bool:
+        """Hand ``item`` to the stream from another thread; False (and cancelled) once its loop has closed."""
         try:
             self.loop.call_soon_threadsafe(self._deliver, item)
         except RuntimeError:  # the loop has closed: nobody is listening, so stop generating
             self.cancelled.set()
+            return False
+        return True
 
-    def _deliver(self, item: list[int] | _End) -> None:
+    def _deliver(self, item: list[int] | RequestEnd) -> None:
         self.queue.put_nowait(item)
-        if isinstance(item, _End) and not self.done.done():
+        if isinstance(item, RequestEnd) and not self.done.done():
             self.done.set_result(item)
 
 
-class BatchingEngine:
-    """A chat model served by ``openvino_genai.ContinuousBatchingPipeline``: replies run concurrently."""
+class BatchingFrontend(abc.ABC):
+    """The loop side both batching engines share; ``submit`` and ``cancel`` reach their scheduler."""
 
-    def __init__(self, pipeline: Any, info: ModelInfo) -> None:
-        self._pipeline = pipeline
+    def __init__(self, chat: ChatTokenizer, info: ModelInfo) -> None:
+        self.chat = chat
         self._info = info
-        self.chat = ChatTokenizer(pipeline.get_tokenizer(), info)
-        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ov-tokenize")
         self._ids = itertools.count()
-        self._inbox: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self._active: dict[int, _Request] = {}  # worker thread only
-        self._wake = threading.Event()
-        self._lock = threading.Lock()  # orders submissions against closing
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="ov-batching", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> BatchingEngine:
-        """Compile the model with a KV cache of ``cache_size_gb`` GB (blocking; call from a thread).
-
-        OpenVINO sizes the cache in whole GB, so a fraction is rounded up (at least 1 GB).
-        """
-        scheduler = ov_genai.SchedulerConfig()
-        scheduler.cache_size = max(1, math.ceil(cache_size_gb))
-        # Chat turns resend the whole history: cached prefix blocks make a follow-up's prefill cheap.
-        scheduler.enable_prefix_caching = True
-        pipeline = ov_genai.ContinuousBatchingPipeline(str(info.path), scheduler, device, dict(properties))
-        return cls(pipeline, info)
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ov-tokenize")
 
     @property
     def info(self) -> ModelInfo:
@@ -132,120 +234,114 @@ class BatchingEngine:
         """A stream whose request joins the running batch when it is first iterated."""
         return BatchingTokenStream(self, prompt, params)
 
+    @abc.abstractmethod
+    def submit(self, prompt: str, params: GenerationParams) -> Request:
+        """Queue a request for the scheduler; call on the loop that will consume it."""
+
+    @abc.abstractmethod
+    def cancel(self, request: Request) -> None:
+        """Ask the scheduler to drop ``request`` at its next step; its end follows."""
+
+    async def _close_tokenizer(self) -> None:
+        await asyncio.to_thread(self._tokenizer_thread.shutdown, wait=True)
+
+
+class BatchingEngine(BatchingFrontend):
+    """A chat model served by ``openvino_genai.ContinuousBatchingPipeline``: replies run concurrently.
+
+    Its scheduler runs on a thread here, and ``step()`` holds the GIL: the asyncio loop
+    lags while replies generate (``ProcessEngine`` avoids that).
+    """
+
+    def __init__(self, pipeline: Any, info: ModelInfo) -> None:
+        super().__init__(ChatTokenizer(pipeline.get_tokenizer(), info), info)
+        self._pipeline = pipeline
+        self._scheduler = Scheduler(pipeline, self.chat)
+        self._inbox: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._requests: dict[int, Request] = {}  # worker thread only
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # orders submissions against closing
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="ov-batching", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> BatchingEngine:
+        """Compile the model with a KV cache of ``cache_size_gb`` GB (blocking; call from a thread)."""
+        return cls(load_pipeline(info, device, properties, cache_size_gb), info)
+
     async def aclose(self) -> None:
         """Drop requests not yet started, finish running ones, then stop the worker and release the model."""
         with self._lock:
             self._closing = True
         self._wake.set()
         await asyncio.to_thread(self._thread.join)
-        await asyncio.to_thread(self._tokenizer_thread.shutdown, wait=True)
+        await self._close_tokenizer()
         self._pipeline = None
 
-    def submit(self, prompt: str, params: GenerationParams) -> _Request:
+    def submit(self, prompt: str, params: GenerationParams) -> Request:
         """Queue a request for the worker; call on the loop that will consume it."""
-        request = _Request(next(self._ids), prompt, params)
+        request = Request(next(self._ids), prompt, params)
         with self._lock:
             if self._closing:
-                request.post(_End(None, "the model was unloaded"))
+                request.post(RequestEnd(None, "the model was unloaded"))
                 return request
             self._inbox.put(request)
         self._wake.set()
         return request
 
-    def wake(self) -> None:
-        """Make the worker look at its requests again (a cancellation, say)."""
+    def cancel(self, request: Request) -> None:
+        """Flag ``request``; the worker drops it at its next step."""
+        request.cancelled.set()
         self._wake.set()
 
-    # --- the worker thread: the only code that touches the pipeline after load ---
+    # --- the worker thread: the only code that touches the scheduler after load ---
 
     def _run(self) -> None:
-        """Admit, step and read until closed; sleep while nothing is unfinished."""
+        """Step while any request is queued or running; sleep otherwise; stop once closed and idle."""
         while True:
-            self._wake.clear()  # before admitting: a submission from now on wakes the next wait
-            self._admit()
-            if self._active:
-                self._advance()
+            self._wake.clear()  # before taking the inbox: a submission from now on wakes the next wait
+            self._take_inbox()
+            if self._closing:
+                self._deliver(self._scheduler.drop_queued())
+            if self._scheduler.busy:
+                self._deliver(self._scheduler.step())
             elif self._closing:
                 break
             else:
                 self._wake.wait()
-        self._admit()  # closing is set, so this ends whatever was queued before it was
+        self._take_inbox()  # closing is set, so this ends whatever was queued before it was
+        self._deliver(self._scheduler.drop_queued())
 
-    def _admit(self) -> None:
-        """Add queued requests to the pipeline; one cancelled (or queued at close) never reaches it."""
+    def _take_inbox(self) -> None:
+        """Pass new requests, and the cancellation flags of all, to the scheduler."""
         while True:
             try:
                 request = self._inbox.get_nowait()
             except queue.Empty:
-                return
-            if request.cancelled.is_set() or self._closing:
-                request.post(_End(None))
-                continue
-            try:
-                config = self.chat.generation_config(self._pipeline.get_config(), request.params)
-                request.handle = self._pipeline.add_request(request.id, request.prompt, config)
-            except Exception as error:  # a bad config or prompt fails this request, not the others
-                request.post(_End(None, str(error)))
-                continue
-            self._active[request.id] = request
+                break
+            self._requests[request.id] = request
+            self._scheduler.submit(request.id, request.prompt, request.params)
+        for request in self._requests.values():
+            if request.cancelled.is_set():
+                self._scheduler.cancel(request.id)
 
-    def _advance(self) -> None:
-        """One step for every running request, then hand out what each produced."""
-        try:
-            for request in self._active.values():
-                # A cancelled request is dropped, and its KV blocks freed, by this step.
-                if request.cancelled.is_set() and request.handle.get_status() == ov_genai.GenerationStatus.RUNNING:
-                    request.handle.cancel()
-            self._pipeline.step()
-            for request in list(self._active.values()):
-                self._collect(request)
-        except Exception as error:  # the worker must survive: a dead worker would hang every stream
-            self._fail_all(str(error))
-
-    def _collect(self, request: _Request) -> None:
-        """Post the ids generated since the last step; end the request when the pipeline is done with it."""
-        handle = request.handle
-        status = handle.get_status()
-        if not request.cancelled.is_set():
-            ids: list[int] = []
-            while handle.can_read():
-                for output in handle.read().values():
-                    ids.extend(int(i) for i in output.generated_ids)
-            if ids:
-                request.post(ids)
-        if status == ov_genai.GenerationStatus.RUNNING:
-            return
-        del self._active[request.id]
-        error = None
-        if status == ov_genai.GenerationStatus.IGNORED and not request.cancelled.is_set():
-            # The scheduler ignores a request whose prompt can never fit the KV cache.
-            error = "the prompt does not fit the KV cache; load the engine with a larger cache_size_gb"
-        request.post(_End(self._stats(handle), error))
-
-    def _stats(self, handle: Any) -> ReplyStats | None:
-        try:
-            return reply_stats(self._info.name, handle.get_perf_metrics())
-        except RuntimeError:  # a request cancelled before its first token has no timings
-            return None
-
-    def _fail_all(self, error: str) -> None:
-        """A failed step leaves no request in a known state: cancel and end them all."""
-        log.error("continuous batching step failed: %s", error)
-        for request in self._active.values():
-            with contextlib.suppress(Exception):  # freeing its blocks is best effort; ending the stream is not
-                request.handle.cancel()
-            request.post(_End(None, error))
-        self._active.clear()
+    def _deliver(self, events: list[Event]) -> None:
+        for request_id, item in events:
+            request = self._requests[request_id]
+            if isinstance(item, RequestEnd):
+                del self._requests[request_id]
+            request.post(item)
 
 
 class BatchingTokenStream:
-    """Text chunks of one request, detokenized on the loop from the ids the worker hands over."""
+    """Text chunks of one request, detokenized on the loop from the ids the scheduler hands over."""
 
-    def __init__(self, engine: BatchingEngine, prompt: str, params: GenerationParams) -> None:
+    def __init__(self, engine: BatchingFrontend, prompt: str, params: GenerationParams) -> None:
         self._engine = engine
         self._prompt = prompt
         self._params = params
-        self._request: _Request | None = None
+        self._request: Request | None = None
         self._closed = False
         self.stats: ReplyStats | None = None
         self.text = ""
@@ -260,9 +356,8 @@ class BatchingTokenStream:
         if request is None:
             return
         if not request.done.done():
-            request.cancelled.set()
-            self._engine.wake()
-        # The worker ends the request after the step that drops it from the batch.
+            self._engine.cancel(request)
+        # The scheduler ends the request after the step that drops it from the batch.
         end = await asyncio.shield(request.done)
         if self.stats is None:
             self.stats = end.stats
@@ -273,7 +368,7 @@ class BatchingTokenStream:
         self._request = request = self._engine.submit(self._prompt, self._params)
         decoder = _Detokenizer(self._engine.chat)
         try:
-            while not isinstance(item := await request.queue.get(), _End):
+            while not isinstance(item := await request.queue.get(), RequestEnd):
                 chunk = decoder.add(item)
                 if chunk:
                     self.text += chunk
@@ -305,18 +400,17 @@ class _Detokenizer:
     def add(self, ids: list[int]) -> str:
         """The text the new ``ids`` complete, held back while it ends inside a character."""
         self._ids.extend(ids)
-        text = self._chat.decode(self._ids)
-        # A split character decodes as U+FFFD until its last byte arrives; a decoded text that
-        # no longer extends what was sent (a tokenizer cleanup rule) waits for more tokens.
-        if text.endswith(_REPLACEMENT) or not text.startswith(self._emitted):
-            return ""
-        new, self._emitted = text[len(self._emitted) :], text
-        return new
+        return self._advance(final=False)
 
     def finish(self) -> str:
         """Whatever the full reply holds beyond what was sent, as ``LLMPipeline``'s final text would."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
         text = self._chat.decode(self._ids)
-        if not text.startswith(self._emitted):
+        # A split character decodes as U+FFFD until its last byte arrives; a decoded text that
+        # no longer extends what was sent (a tokenizer cleanup rule) waits for more tokens.
+        if (text.endswith(_REPLACEMENT) and not final) or not text.startswith(self._emitted):
             return ""
         new, self._emitted = text[len(self._emitted) :], text
         return new

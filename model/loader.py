@@ -20,6 +20,7 @@ from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
 from model.manifest import current_export
 from model.openvino_engine import OpenVINOEngine
+from model.process_engine import ProcessEngine
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ OPENVINO_MODEL_FILES = (
 DEFAULT_CONTEXT = 4096
 # OpenVINO prefixes its messages with where in its C++ sources they were raised.
 _OPENVINO_NOISE = re.compile(r"^(Exception from |Check '|\[ GENERAL_ERROR \]$)")
+# ... also in the middle of a line ("loading failed, aborting. Error: Exception from src/…/vcl_api.cpp:22:").
+_SOURCE_LOCATION = re.compile(r"Exception from \S+:\d+:\s*")
 
 
 def resolve_model_path(model_path: Path | None, models_dir: Path, *, progress: bool = True) -> Path:
@@ -84,18 +87,40 @@ def load_batching_engine(
         return BatchingEngine.load(info, device, properties, cache_size_gb)
 
 
+def load_process_engine(
+    path: Path,
+    device: str,
+    properties: Mapping[str, str],
+    context_size: int | None = None,
+    cache_size_gb: float = 1.0,
+) -> ProcessEngine:
+    """Like ``load_batching_engine``, but the pipeline runs in a child process so that it never stalls the loop."""
+    info = inspect_model(path, context_size)
+    log.info(
+        "Loading %s (%s, context %d) on %s, batching in a child process",
+        info.name,
+        info.family,
+        info.context_size,
+        device,
+    )
+    with _load_errors(path, device):
+        return ProcessEngine.load(info, device, properties, cache_size_gb)
+
+
 @contextmanager
 def _load_errors(path: Path, device: str) -> Iterator[None]:
     """Turn OpenVINO's compile errors into a ``ModelLoadError`` that says which model and device."""
     try:
         yield
+    except ModelLoadError:
+        raise  # already says what is wrong and where
     except RuntimeError as error:
         raise ModelLoadError(f"OpenVINO could not load the model at {path} on {device}: {_cause(error)}") from error
 
 
 def _cause(error: Exception) -> str:
     """The meaningful lines of an OpenVINO error, without its C++ source locations."""
-    lines = [line.strip() for line in str(error).splitlines()]
+    lines = [_SOURCE_LOCATION.sub("", line).strip() for line in str(error).splitlines()]
     meaningful = [line for line in lines if line and not _OPENVINO_NOISE.match(line)]
     return " ".join(meaningful) or type(error).__name__
 
