@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from bot.admin import AdminActions, AdminPolicy, audit_refusal
 from bot.admission import Admission, AdmissionLimits
 from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, format_stats, parse
+from bot.lineup import Lineup
 from bot.manager import ConversationManager, PendingReset, Reply
 from bot.ordering import Place
 from bot.streaming import LiveMessages, MessageSink, stream_to_sink
@@ -53,6 +53,7 @@ class Core:
         self.manager = manager
         self._admission = admission or Admission(AdmissionLimits())
         self._replies = 0  # replies waiting or being written, across every conversation
+        self._lineup = Lineup(self._admission.limits.max_generating)
         self._admins = admins
         self._actions = actions
         self._stop_grace_s = stop_grace_s
@@ -63,6 +64,11 @@ class Core:
     def accepting(self) -> bool:
         """False once a stop has begun: new messages get a "shutting down" answer."""
         return self._draining is None
+
+    @property
+    def lineup(self) -> Lineup:
+        """The line for generation slots every reply joins once its conversation's turn comes (read it, not join)."""
+        return self._lineup
 
     @property
     def in_flight(self) -> int:
@@ -83,9 +89,7 @@ class Core:
         if not self.accepting:
             work = partial(surface.send, STOPPING, Kind.PRIVATE)
         elif command.name in (None, "ask"):
-            refusal = (
-                self._admission.refusal(message.author, command.argument, self._replies) if command.argument else None
-            )
+            refusal = self._refusal(message, command.argument) if command.argument else None
             if command.argument and refusal is None:
                 return self._chat(message, command.argument, surface)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
@@ -102,15 +106,20 @@ class Core:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
         return self._spawn(self._guarded(work, message, surface), place)
 
+    def _refusal(self, message: Incoming, text: str) -> str | None:
+        return self._admission.refusal(message.author, text, self._replies, generating=self._lineup.generating)
+
     def _chat(self, message: Incoming, text: str, surface: Surface) -> asyncio.Task[None]:
-        reply = self.manager.reply(message.key, text, time_limit_s=self._admission.limits.reply_deadline_s)
+        deadline_s = self._admission.limits.reply_deadline_s
+        reply = self.manager.reply(message.key, text, time_limit_s=deadline_s, lineup=self._lineup)
         task = self._spawn(self._guarded(partial(self._answer, reply, surface), message, surface, reply), reply.place)
         self._replies += 1
-        started = time.monotonic()
 
         def finished(_: object) -> None:
             self._replies -= 1
-            self._admission.timed(time.monotonic() - started)
+            # Time spent generating, not waiting: the busy answer multiplies it by the replies in line.
+            if reply.generating_s is not None:
+                self._admission.timed(reply.generating_s)
 
         task.add_done_callback(finished)
         return task
@@ -185,8 +194,9 @@ class Core:
     async def _answer(self, reply: Reply, surface: Surface) -> None:
         pacing = surface.pacing
         sink = KindSink(surface, Kind.REPLY)
+        # The indicator shows only once the reply generates; until then its place in line does.
         waiting = surface.indicate(Kind.REPLY)
-        await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting)
+        await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting, queued=reply)
         for notice in reply.notices:
             await surface.send(notice, Kind.NOTICE)
 

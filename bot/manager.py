@@ -8,13 +8,15 @@ different conversations only share the engine, never a lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.guard import guard_for
+from bot.lineup import Lineup, Ticket, first_of
 from bot.ordering import ArrivalOrder, Place
 from bot.store import HistoryStore
 from bot.trimming import FittedPrompt, fit_prompt
@@ -54,10 +56,19 @@ class Reply:
     the place is held until the block ends, so whatever its owner shows after the last
     chunk (notices, a failure) comes before the conversation's next answer; a reply only
     iterated gives its place back when its chunks end.
+
+    With a ``lineup`` it also waits, once its turn has come, for a generation slot, held
+    until its chunks end; ``ahead`` and ``moved`` tell how many replies start before it.
     """
 
     def __init__(
-        self, manager: ConversationManager, key: ConversationKey, text: str, place: Place, time_limit_s: float | None
+        self,
+        manager: ConversationManager,
+        key: ConversationKey,
+        text: str,
+        place: Place,
+        time_limit_s: float | None,
+        lineup: Lineup | None = None,
     ) -> None:
         self._manager = manager
         self.key = key
@@ -68,8 +79,11 @@ class Reply:
         self.text = ""
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
+        self.generating_s: float | None = None  # how long it held its slot, once its chunks ended
         self._chunks: AsyncGenerator[str] | None = None
         self._held = False
+        self._lineup = lineup
+        self._ticket: Ticket | None = None
 
     async def __aenter__(self) -> Reply:
         self._held = True
@@ -97,6 +111,45 @@ class Reply:
                 await self._chunks.aclose()
         finally:
             self.place.leave()
+            if self._ticket is not None:
+                self._ticket.release()
+
+    def ahead(self) -> int | None:
+        """How many replies will start generating before this one; ``None`` once it generates (or has ended).
+
+        Behind earlier messages of its own conversation it counts those, plus every reply of other
+        conversations already waiting for a slot: all of them start first.
+        """
+        if self._ticket is not None:
+            return self._ticket.ahead if self._ticket.waiting else None
+        if self._lineup is None:
+            return None if self.place.turn.is_set() else self.place.ahead
+        return self.place.ahead + self._lineup.waiting_except(self.key)
+
+    def moved(self) -> Awaitable[None]:
+        """Something to await until ``ahead`` may have changed after this call."""
+        waits = [self.place.moved()]
+        if self._lineup is not None:
+            waits.append(self._lineup.changed())
+        return first_of(waits)
+
+    @contextlib.asynccontextmanager
+    async def _generating(self) -> AsyncIterator[None]:
+        """Hold a generation slot (with a lineup) for the block, and time it."""
+        if self._lineup is not None:
+            self._ticket = self._lineup.join(self.key)
+        loop = asyncio.get_running_loop()
+        started: float | None = None
+        try:
+            if self._ticket is not None:
+                await self._ticket.acquire()
+            started = loop.time()
+            yield
+        finally:
+            if self._ticket is not None:
+                self._ticket.release()
+            if started is not None:
+                self.generating_s = loop.time() - started
 
 
 class PendingReset:
@@ -126,12 +179,15 @@ class ConversationManager:
         """Name of the model that answers new messages."""
         return self._engines.current.info.name
 
-    def reply(self, key: ConversationKey, text: str, *, time_limit_s: float | None = None) -> Reply:
+    def reply(
+        self, key: ConversationKey, text: str, *, time_limit_s: float | None = None, lineup: Lineup | None = None
+    ) -> Reply:
         """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``.
 
         ``time_limit_s`` after this call (waiting in line included) the reply stops at its next chunk, with a notice.
+        With a ``lineup``, the reply generates only while it holds one of the lineup's slots.
         """
-        return Reply(self, key, text, self._order.take_place(key), time_limit_s)
+        return Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
 
     def reset(self, key: ConversationKey) -> PendingReset:
         """Forget a conversation's history once the messages before it are answered; await it for the turns removed.
@@ -159,7 +215,7 @@ class ConversationManager:
     async def _run(self, reply: Reply) -> AsyncGenerator[str]:
         try:
             await reply.place.wait()
-            async with self._engines.lease() as engine:
+            async with reply._generating(), self._engines.lease() as engine:
                 await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
                 stream = await self._start(engine, reply)
                 try:

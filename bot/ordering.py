@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Awaitable, Hashable
+
+from bot.lineup import Changes
 
 
 class Place:
@@ -18,6 +20,15 @@ class Place:
     async def wait(self) -> None:
         """Wait until every message that arrived earlier in this conversation is done."""
         await self.turn.wait()
+
+    @property
+    def ahead(self) -> int:
+        """How many places of this conversation come before this one (0 once it has its turn or left)."""
+        return self._line._ahead(self)
+
+    def moved(self) -> Awaitable[object]:
+        """Something to await until a place leaves any line after this call (so ``ahead`` may have changed)."""
+        return self._line._changes.wait()
 
     def leave(self) -> None:
         """Give up the place (served, abandoned or cancelled); safe to call more than once."""
@@ -35,6 +46,7 @@ class ArrivalOrder:
 
     def __init__(self) -> None:
         self._lines: dict[Hashable, deque[Place]] = {}
+        self._changes = Changes()
 
     def take_place(self, key: Hashable) -> Place:
         """Join the end of ``key``'s line."""
@@ -49,6 +61,10 @@ class ArrivalOrder:
         """How many places ``key``'s line holds now."""
         return len(self._lines.get(key, ()))
 
+    def _ahead(self, place: Place) -> int:
+        line = self._lines.get(place.key, ())
+        return line.index(place) if place in line else 0
+
     def _leave(self, place: Place) -> None:
         line = self._lines.get(place.key)
         if line is None or place not in line:
@@ -59,3 +75,4 @@ class ArrivalOrder:
             del self._lines[place.key]
         elif was_first:
             line[0].turn.set()
+        self._changes.notify()

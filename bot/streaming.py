@@ -7,16 +7,25 @@ in their length limit; the pacing and splitting live here, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, Protocol, TypeVar
+
+from bot.lineup import first_of, in_line_text
 
 H = TypeVar("H")
 
 FENCE = "```"
 EMPTY_REPLY = "(The model returned an empty reply.)"
+# What an in-line message becomes when its reply failed or was stopped before any text (the reason follows apart).
+NO_REPLY = "(No reply.)"
+# A wait shorter than this shows nothing: a message that is replaced at once is only noise.
+IN_LINE_AFTER_S = 1.0
+# How soon an in-line update the edit budget refused is tried again.
+IN_LINE_RETRY_S = 0.5
 _MIN_LIMIT = 32
 
 
@@ -152,32 +161,109 @@ def _open_fence(text: str) -> str | None:
     return opener
 
 
+class Queued(Protocol):
+    """A reply that may wait before it generates (its conversation's turn, a generation slot)."""
+
+    def ahead(self) -> int | None:
+        """How many replies start before it; ``None`` once it generates."""
+
+    def moved(self) -> Awaitable[object]:
+        """Something to await until ``ahead`` may have changed after this call."""
+
+
 async def stream_to_sink(
     chunks: AsyncIterable[str],
     sink: MessageSink[H],
     budget: EditBudget,
     limit: int,
     waiting: AbstractAsyncContextManager[object] | None = None,
+    queued: Queued | None = None,
 ) -> list[H]:
     """Show a streamed reply in as few messages as its length needs; return their handles.
 
-    ``waiting`` (a typing indicator) is held until the first non-blank text, which is
-    posted at once; later text arrives by edits paced by ``budget``; text beyond
-    ``limit`` continues in further messages.  When the stream ends every message holds
-    exactly its part of ``split_message(full_text, limit)``.
+    While ``queued`` waits longer than a moment, one message shows its place in line;
+    ``waiting`` (a typing indicator) is held once it generates, until the first non-blank
+    text.  That text is posted at once (over the in-line message, if any); later text
+    arrives by edits paced by ``budget``; text beyond ``limit`` continues in further
+    messages.  When the stream ends every message holds exactly its part of
+    ``split_message(full_text, limit)``; an in-line message never stays on screen.
     """
     view = LiveMessages(sink, budget, limit)
     text = ""
-    async with AsyncExitStack() as indicator:
-        if waiting is not None:
-            await indicator.enter_async_context(waiting)
-        async for chunk in chunks:
-            text += chunk
-            if text.strip():
-                await indicator.aclose()
-                await view.show(text, final=False)
+    before_text = BeforeText(view, queued, waiting)
+    try:
+        async with before_text:
+            async for chunk in chunks:
+                text += chunk
+                if text.strip():
+                    await before_text.end()
+                    await view.show(text, final=False)
+    except BaseException:
+        if before_text.left_on_screen():
+            with contextlib.suppress(Exception):  # the failure being raised matters more than this one
+                await view.show(text if text.strip() else NO_REPLY, final=True)
+        raise
     await view.show(text if text.strip() else EMPTY_REPLY, final=True)
     return view.handles
+
+
+class BeforeText(Generic[H]):
+    """What a reply shows before its first text: its place in line while it waits, the indicator while it generates.
+
+    Runs beside the stream in a task of its own, since the stream shows nothing until its
+    first chunk; ``end`` stops it (the indicator is exited in the task that entered it).
+    """
+
+    def __init__(
+        self, view: LiveMessages[H], queued: Queued | None, indicator: AbstractAsyncContextManager[object] | None
+    ) -> None:
+        self._view = view
+        self._queued = queued
+        self._indicator = indicator
+        self._ended = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._placed: str | None = None  # the in-line text last put on screen
+
+    async def __aenter__(self) -> BeforeText[H]:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.end()
+
+    async def end(self) -> None:
+        """Stop showing the wait (the reply's text takes over); safe to call more than once."""
+        self._ended.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task  # an in-line post under way finishes first, so its message is known and replaced
+
+    def left_on_screen(self) -> bool:
+        """Whether the in-line message is still what the reply's first message shows."""
+        return self._placed is not None and self._view.showing(self._placed)
+
+    async def _run(self) -> None:
+        if self._queued is not None:
+            await self._show_place(self._queued)
+        if self._indicator is not None and not self._ended.is_set():
+            async with self._indicator:
+                await self._ended.wait()
+
+    async def _show_place(self, queued: Queued) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + IN_LINE_AFTER_S
+        while not self._ended.is_set() and (ahead := queued.ahead()) is not None:
+            limit_s: float | None = due - loop.time()
+            if limit_s is not None and limit_s <= 0:
+                limit_s = None if await self._put_place(in_line_text(ahead)) else IN_LINE_RETRY_S
+            await first_of([queued.moved(), self._ended.wait()], limit_s=limit_s)
+
+    async def _put_place(self, text: str) -> bool:
+        # The first post must happen (a slash command left unanswered for seconds is dropped); updates are optional.
+        shown = await self._view.show(text, final=self._placed is None)
+        if shown:
+            self._placed = text
+        return shown
 
 
 class LiveMessages(Generic[H]):
@@ -191,8 +277,8 @@ class LiveMessages(Generic[H]):
         self._shown: list[str] = []
         self._edited_at: list[float] = []
 
-    async def show(self, text: str, *, final: bool) -> None:
-        """Bring the messages up to ``text``.
+    async def show(self, text: str, *, final: bool) -> bool:
+        """Bring the messages up to ``text``; return whether they show it all now.
 
         While streaming every post and edit is optional: one the budget cannot grant now
         is skipped (later text supersedes it), so a reply that finishes while the budget is
@@ -204,8 +290,13 @@ class LiveMessages(Generic[H]):
             if final:
                 await self._budget.take()
             elif not self._budget.try_take(self._edited_at[index] if index < len(self.handles) else -math.inf):
-                return  # the parts after this one wait for it, to keep their order
+                return False  # the parts after this one wait for it, to keep their order
             await self._put(index, part)
+        return True
+
+    def showing(self, text: str) -> bool:
+        """Whether the messages show exactly ``text`` now."""
+        return self._shown == split_message(text, self._limit)
 
     async def _put(self, index: int, part: str) -> None:
         if index < len(self.handles):

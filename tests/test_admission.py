@@ -26,10 +26,18 @@ def test_a_message_over_the_length_limit_is_refused_without_using_the_rate() -> 
 
 
 def test_the_busy_answer_names_the_replies_ahead_and_a_wait() -> None:
-    admission = Admission(AdmissionLimits(max_waiting=2))
+    admission = Admission(AdmissionLimits(max_waiting=2, max_generating=1))
     admission.timed(3.0)  # replies have been taking about 4.6 s (5 s first guess, smoothed)
-    assert admission.refusal(ADA, "hi", 1) is None
-    assert admission.refusal(ADA, "hi", 2) == BUSY.format(ahead=2, seconds=10)
+    assert admission.refusal(ADA, "hi", 1, generating=1) is None
+    busy = admission.refusal(ADA, "hi", 2, generating=1)
+    assert busy == BUSY.format(ahead=1, writing=1, seconds=10)
+    assert busy.startswith("I'm busy: 1 replies are in line and 1 being written.")  # type: ignore[union-attr]
+
+
+def test_the_busy_wait_shrinks_with_the_replies_generating_at_once() -> None:
+    admission = Admission(AdmissionLimits(max_waiting=8, max_generating=4))
+    # Eight replies in the bot, four writing at once: about two replies' time until the line is through.
+    assert admission.refusal(ADA, "hi", 8, generating=4) == BUSY.format(ahead=4, writing=4, seconds=10)
 
 
 def test_each_user_has_their_own_rate() -> None:
@@ -62,7 +70,7 @@ async def test_the_message_past_the_bound_is_answered_busy_at_once(engine: OpenV
     story = asyncio.create_task(bot.say("Tell me a story about a lighthouse.", channel="a"))
     await asyncio.sleep(0.05)  # the story is being written
     busy = await bot.say("What is the capital of France?", channel="b")
-    assert busy.startswith("I'm busy: 1 replies are ahead of yours.") and not story.done()
+    assert busy.startswith("I'm busy: 0 replies are in line and 1 being written.") and not story.done()
     assert (await story).strip()
     assert "Paris" in await bot.say("What is the capital of France?", channel="b")  # room again
 

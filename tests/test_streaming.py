@@ -1,15 +1,18 @@
-"""Splitting and paced streaming of replies into chat messages (pure logic)."""
+"""Splitting and paced streaming of replies into chat messages, and what shows before them (pure logic)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.streaming import EMPTY_REPLY, FENCE, EditBudget, split_message, stream_to_sink
+from bot import streaming
+from bot.lineup import Changes, in_line_text
+from bot.streaming import EMPTY_REPLY, FENCE, NO_REPLY, EditBudget, split_message, stream_to_sink
 
 
 class RecordingSink:
@@ -158,3 +161,110 @@ async def test_a_reply_finishing_while_the_budget_is_spent_is_posted_whole() -> 
     pieces = [f"word{i} " for i in range(20)]
     await stream_to_sink(_chunks(pieces, clock, 0.0), sink, budget, limit=2000)
     assert sink.calls == [("send", 0, "".join(pieces))]
+
+
+# Waiting in line before the first text.
+
+
+class FakeLine:
+    """A reply's place in line, moved by the test; ``None`` once it generates."""
+
+    def __init__(self, ahead: int | None) -> None:
+        self.value, self._changes = ahead, Changes()
+
+    def ahead(self) -> int | None:
+        return self.value
+
+    def moved(self) -> Awaitable[object]:
+        return self._changes.wait()
+
+    def move(self, ahead: int | None) -> None:
+        self.value = ahead
+        self._changes.notify()
+
+
+class Indicator:
+    """Records when the typing indicator is on."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def __aenter__(self) -> None:
+        self.events.append("indicator on")
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.events.append("indicator off")
+
+
+async def _after_turn(line: FakeLine, pieces: list[str], fail: bool = False) -> AsyncIterator[str]:
+    while line.value is not None:
+        await line.moved()
+    await asyncio.sleep(0.01)  # the prompt is read before the first text
+    for piece in pieces:
+        yield piece
+    if fail:
+        raise RuntimeError("the device was lost")
+
+
+@pytest.fixture
+def quick_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "IN_LINE_AFTER_S", 0.01)
+
+
+async def _wait_for(condition: Callable[[], object]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110  # a fake line has no event for "posted"
+            await asyncio.sleep(0.005)
+
+
+async def test_a_wait_shows_its_place_which_becomes_the_reply(quick_in_line: None) -> None:
+    sink, line, events = RecordingSink(), FakeLine(2), list[str]()
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1e9)
+    streaming_task = asyncio.create_task(
+        stream_to_sink(_after_turn(line, ["Hello", " there."]), sink, budget, 2000, Indicator(events), line)
+    )
+    await _wait_for(lambda: sink.messages)
+    assert sink.messages == [in_line_text(2)] and events == []
+    line.move(0)
+    await _wait_for(lambda: sink.messages == [in_line_text(0)])
+    line.move(None)
+    assert await streaming_task == [0]
+    assert sink.messages == ["Hello there."]  # one message: the in-line text was edited into the reply
+    assert events == ["indicator on", "indicator off"]  # only once it generated
+
+
+async def test_a_short_wait_shows_nothing_and_the_indicator_runs_while_generating() -> None:
+    sink, line, events = RecordingSink(), FakeLine(1), list[str]()
+    streaming_task = asyncio.create_task(
+        stream_to_sink(_after_turn(line, ["Hi."]), sink, EditBudget(), 2000, Indicator(events), line)
+    )
+    await asyncio.sleep(0.01)
+    assert events == []
+    line.move(None)
+    await streaming_task
+    assert sink.calls == [("send", 0, "Hi.")] and events == ["indicator on", "indicator off"]
+
+
+@pytest.mark.parametrize(("fail", "expected"), [(False, EMPTY_REPLY), (True, NO_REPLY)])
+async def test_no_in_line_text_stays_after_an_empty_or_failed_reply(
+    quick_in_line: None, fail: bool, expected: str
+) -> None:
+    sink, line = RecordingSink(), FakeLine(0)
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1e9)
+    streaming_task = asyncio.create_task(stream_to_sink(_after_turn(line, [" "], fail), sink, budget, 2000, None, line))
+    await _wait_for(lambda: sink.messages)
+    line.move(None)
+    with pytest.raises(RuntimeError) if fail else contextlib.nullcontext():
+        await streaming_task
+    assert sink.messages == [expected]
+
+
+async def test_a_reply_cancelled_while_in_line_leaves_no_in_line_text(quick_in_line: None) -> None:
+    sink, line = RecordingSink(), FakeLine(3)
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1e9)
+    streaming_task = asyncio.create_task(stream_to_sink(_after_turn(line, ["never"]), sink, budget, 2000, None, line))
+    await _wait_for(lambda: sink.messages)
+    streaming_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming_task
+    assert sink.messages == [NO_REPLY]

@@ -7,6 +7,7 @@ model, through the harness interface in ``harness.py``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -16,15 +17,19 @@ from typing import Any
 
 import pytest
 
+from adapters.memory import MemorySurface
 from bot.admin import AdminPolicy, ProgressCallback
+from bot.admission import Admission, AdmissionLimits
 from bot.commands import FAILED, HELP_TEXT, NOT_ADMIN
 from bot.core import Core
 from bot.manager import ConversationConfig, ConversationManager
 from bot.store import MemoryHistoryStore
-from bot.types import ConversationKey
+from bot.streaming import IN_LINE_AFTER_S
+from bot.surface import Kind
+from bot.types import ConversationKey, Identity, Incoming
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness
+from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness, wait_until
 from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS, FailingEngine
 
 HarnessFactory = Callable[[Core], AbstractAsyncContextManager[Harness]]
@@ -49,10 +54,10 @@ class RecordingActions:
         return f"Export finished for {argument or 'the default model'}."
 
 
-def build_core(engine: Any, actions: RecordingActions) -> Core:
+def build_core(engine: Any, actions: RecordingActions, admission: Admission | None = None) -> Core:
     config = ConversationConfig(system_prompt=DEFAULT_SYSTEM_PROMPT, max_new_tokens=TEST_MAX_NEW_TOKENS)
     manager = ConversationManager(EngineSlot(engine), MemoryHistoryStore(), config)
-    return Core(manager, AdminPolicy(ADMIN_IDS), actions, stop_grace_s=60.0)
+    return Core(manager, AdminPolicy(ADMIN_IDS), actions, stop_grace_s=60.0, admission=admission)
 
 
 @pytest.fixture(params=list(HARNESSES))
@@ -150,3 +155,34 @@ async def _alone(engine: OpenVINOEngine, text: str) -> str:
     """What the same question gets from a fresh conversation (greedy decoding: the same reply)."""
     core = build_core(engine, RecordingActions())
     return await core.manager.reply(ConversationKey("reference", "alone"), text).complete()
+
+
+class HeldSurface(MemorySurface):
+    """Another conversation's channel whose first post waits for ``release``: its reply keeps the slot till then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def send(self, text: str, kind: Kind) -> object:
+        await self.release.wait()
+        return await super().send(text, kind)
+
+
+async def test_a_reply_waiting_for_the_one_slot_ends_as_one_complete_reply(
+    adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions
+) -> None:
+    one_slot = Admission(AdmissionLimits(user_rate=None, max_generating=1))
+    core = build_core(engine, actions, one_slot)
+    async with adapter(core) as harness:
+        if harness.platform == "console":
+            pytest.skip("the console cannot take back a line it printed: the in-line text stays in its scrollback")
+        elsewhere, asker = HeldSurface(), Identity("memory", "someone")
+        other = core.submit(Incoming(ConversationKey("memory", "elsewhere"), asker, "Name a colour."), elsewhere)
+        await wait_until(lambda: core.lineup.generating == 1)
+        asking = asyncio.create_task(harness.message("What is the capital of France?"))
+        await wait_until(lambda: core.lineup.waiting == 1)
+        await asyncio.sleep(IN_LINE_AFTER_S + 0.5)  # long enough to show its place in line
+        elsewhere.release.set()
+        answer, _ = await asyncio.gather(asking, other)
+    assert len(answer) == 1 and "Paris" in answer[0] and "In line" not in answer[0]
