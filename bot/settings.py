@@ -74,8 +74,9 @@ class Settings(BaseSettings):
         description="OpenVINO runtime properties; CACHE_DIR defaults to <data dir>/ov-cache.",
     )
     engine: Literal["pipeline", "batching"] = Field(
-        default="pipeline",
-        description="pipeline: one reply at a time; batching: continuous batching with a prefix cache.",
+        default="batching",
+        description="batching: replies generate together, in a process of their own, with a prefix cache; "
+        "pipeline: one reply at a time, in the bot's process.",
     )
     kv_cache_gb: int = Field(default=1, ge=1, le=256, description="KV cache of the batching engine, in GB.")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -85,6 +86,9 @@ class Settings(BaseSettings):
     repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0)
     context_size: int | None = Field(
         default=None, ge=256, description="Prompt + reply token budget; empty: the model's own."
+    )
+    max_generating: int = Field(
+        default=8, ge=1, le=256, description="Replies the batching engine generates at once; the rest wait in line."
     )
     max_waiting: int = Field(
         default=32, ge=1, description="Replies waiting or being written at once; beyond it: a busy answer."

@@ -15,7 +15,7 @@ from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import Settings
 from bot.store import HistoryStore, MemoryHistoryStore, SQLiteHistoryStore
 from model.export import ExportTarget
-from model.loader import load_batching_engine, load_engine, resolve_model_path
+from model.loader import load_engine, load_process_engine, resolve_model_path
 from model.slot import EngineSlot
 from model.switcher import EngineLoader, ModelSwitcher, follow_current_export
 
@@ -37,6 +37,8 @@ def conversation_config(settings: Settings) -> ConversationConfig:
 def admission_limits(settings: Settings) -> AdmissionLimits:
     """What the bot takes on at once, from one user, in one message and in one reply's time."""
     return AdmissionLimits(
+        # LLMPipeline writes one reply at a time: any other would only look as if it were being written.
+        max_generating=settings.max_generating if settings.engine == "batching" else 1,
         max_waiting=settings.max_waiting,
         user_rate=settings.user_rate,
         max_message_chars=settings.max_message_chars,
@@ -54,8 +56,9 @@ def engine_loader(settings: Settings) -> EngineLoader:
     """How the configured kind of engine is loaded from a model path (at start and for every switch)."""
     properties, device, context = settings.runtime_properties(), settings.device, settings.context_size
     if settings.engine == "batching":
+        # In a process of its own: a batching step holds the GIL, which would stall the bot's event loop.
         return partial(
-            load_batching_engine,
+            load_process_engine,
             device=device,
             properties=properties,
             context_size=context,
