@@ -52,6 +52,7 @@ class GatewaySession:
         self.compression = compression
         self._compress = _compressor(compression)
         self._sequence = 0
+        self.heartbeats: list[float] = []  # time.monotonic() of every heartbeat (op 1) the bot sent
         self._lock = asyncio.Lock()  # a compressed stream must go out in order
 
     async def send(self, payload: Payload) -> None:

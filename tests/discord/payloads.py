@@ -8,6 +8,7 @@ refer to them.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 Payload = dict[str, Any]
@@ -142,8 +143,12 @@ def _role(role_id: int, name: str, permissions: str) -> Payload:
     }
 
 
-def guild_create() -> Payload:
-    """GUILD_CREATE for the one test server, with #general, a listed channel and a thread."""
+def guild_create(extra_channels: Sequence[int] = ()) -> Payload:
+    """GUILD_CREATE for the one test server, with #general, a listed channel and a thread.
+
+    ``extra_channels`` adds a text channel (#extra-1, #extra-2 ...) for each id, for tests with many channels.
+    """
+    extras = [_text_channel(channel, f"extra-{n}", n + 1) for n, channel in enumerate(extra_channels, start=1)]
     return {
         "id": str(GUILD_ID),
         "name": "Team",
@@ -167,7 +172,11 @@ def guild_create() -> Payload:
         "roles": [_role(GUILD_ID, "@everyone", "104324673"), _role(ADMIN_ROLE_ID, "bot-admins", "104324673")],
         "emojis": [],
         "stickers": [],
-        "channels": [_text_channel(CHANNEL_ID, "general", 0), _text_channel(LISTED_CHANNEL_ID, "ask-the-bot", 1)],
+        "channels": [
+            _text_channel(CHANNEL_ID, "general", 0),
+            _text_channel(LISTED_CHANNEL_ID, "ask-the-bot", 1),
+            *extras,
+        ],
         "threads": [thread()],
         "members": [member(bot_user())],
         "voice_states": [],

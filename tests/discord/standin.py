@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 API = "/api/v10"
 GATEWAY_PATHS = ("/gateway", "/alt-gateway")
+HEARTBEAT_INTERVAL_MS = 41250  # what Discord's HELLO names
 POLL_S = 0.05
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,6 +44,7 @@ class Recorded:
     path: str  # under the API base, e.g. /channels/1/messages
     query: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when the stand-in received it
 
 
 @dataclass
@@ -79,8 +82,18 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 class DiscordStandIn:
     """Start with ``await start()``; point the bot at ``api_base`` (and optionally ``gateway_url``)."""
 
-    def __init__(self, *, app_flags: int = MESSAGE_CONTENT_FLAG, token: str = TOKEN) -> None:
+    def __init__(
+        self,
+        *,
+        app_flags: int = MESSAGE_CONTENT_FLAG,
+        token: str = TOKEN,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        extra_channels: Sequence[int] = (),
+    ) -> None:
+        """``heartbeat_interval_ms`` is what HELLO asks for; ``extra_channels`` are more text channels in the server."""
         self.app_flags = app_flags
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.extra_channels = tuple(extra_channels)
         self.gateway_denies_content = False  # the gateway refuses the intent whatever the flags say
         self.expired_tokens: set[str] = set()  # interaction tokens past Discord's 15 minutes
         self.token = token
@@ -327,7 +340,7 @@ class DiscordStandIn:
             await ws.close(code=4002, message=b"this stand-in speaks JSON only")
             return ws
         session = GatewaySession(ws, request.path, request.query.get("compress"))
-        await session.send({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+        await session.send({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
                 await self._on_gateway_payload(session, json.loads(frame.data))
@@ -340,6 +353,7 @@ class DiscordStandIn:
     async def _on_gateway_payload(self, session: GatewaySession, payload: Payload) -> None:
         op = payload["op"]
         if op == 1:
+            session.heartbeats.append(time.monotonic())
             await session.send({"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             await self._identify(session, payload["d"])
@@ -357,7 +371,7 @@ class DiscordStandIn:
             return
         session_id = f"session-{payloads.new_id()}"
         await session.dispatch("READY", payloads.ready(session_id, self.gateway_url(session.path), self.app_flags))
-        await session.dispatch("GUILD_CREATE", payloads.guild_create())
+        await session.dispatch("GUILD_CREATE", payloads.guild_create(self.extra_channels))
         self.sessions.append(session)
         await self._notify()
 
