@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import HistoryStoreError
 from bot.trimming import ContextTooSmall
+from entry.bench.run import FULL, QUICK, run_bench
 from entry.compose import open_core
 from entry.export_cli import export as export_command
 from entry.platforms import MissingExtra, load_adapters, run_until_stopped
@@ -100,6 +102,21 @@ def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]
             raise typer.Exit(1)  # the bot said why on stderr
 
     _serve(settings, one_answer, persistent=False)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="A short smoke run: it shows everything works, not the targets.")] = False,
+    output: Annotated[Path, typer.Option(help="Where to write the report.")] = Path("BENCHMARKS.md"),
+) -> None:
+    """Measure how the bot serves many people (P1-P5) on the bundled model; write BENCHMARKS.md."""
+    settings = _settings()
+    try:
+        report = asyncio.run(run_bench(settings, QUICK if quick else FULL, output))
+    except (ModelLoadError, EngineError) as error:
+        typer.echo(f"Benchmark failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.markdown())
 
 
 app.command("export")(export_command)

@@ -1,0 +1,104 @@
+"""P5: resident memory of the whole bot with many stored conversations and many waiting messages.
+
+Run in a process of its own (``python -m entry.bench.memory``) so that nothing the other
+benchmarks loaded is counted; it prints its measurements as JSON for `bot bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.core import Core
+from bot.settings import Settings, load_settings
+from bot.store import SQLiteHistoryStore
+from bot.types import ConversationKey, Identity, Incoming
+from entry.bench.overhead import TimingSurface
+from entry.bench.probes import PeakMemory, tree_rss_bytes
+from entry.bench.workload import QUESTIONS
+from entry.compose import open_core
+from model.engine import ChatMessage
+
+REPLY_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class MemoryFigures:
+    """What one P5 run saw."""
+
+    stored: int
+    waiting: int
+    turns: int
+    peak_bytes: int
+    early_bytes: int
+    end_bytes: int
+    kv_cache_gb: int
+
+
+async def store_conversations(path: Path, count: int) -> None:
+    """``count`` conversations of two turns each, written as the bot would have stored them."""
+    store = await SQLiteHistoryStore.open(path)
+    try:
+        for index in range(count):
+            key = ConversationKey("memory", f"stored-{index}")
+            await store.append(key, ChatMessage("user", QUESTIONS[index % len(QUESTIONS)]))
+            await store.append(key, ChatMessage("assistant", f"Here is what I know, part {index}."))
+    finally:
+        await store.close()
+
+
+async def ask_together(core: Core, conversations: range, round_: int) -> None:
+    """One message in each of ``conversations``, all sent at the same moment."""
+    asks = [
+        core.submit(
+            Incoming(ConversationKey("memory", f"stored-{i}"), Identity("memory", f"user-{i}"), QUESTIONS[round_ % 8]),
+            TimingSurface(),
+        )
+        for i in conversations
+    ]
+    await asyncio.gather(*asks)
+
+
+async def measure(settings: Settings, stored: int, waiting: int, turns: int) -> MemoryFigures:
+    """Store, then ask ``waiting`` messages at once, then ``turns`` turns in rounds of ``waiting``."""
+    await store_conversations(settings.history_db, stored)
+    peak = PeakMemory()
+    async with open_core(settings, progress=False, follow_exports=False) as core:
+        with peak.sampling():
+            await ask_together(core, range(waiting), 0)
+            done, early = waiting, tree_rss_bytes()
+            for round_ in range(1, turns // waiting + 1):
+                if round_ == 2:
+                    early = tree_rss_bytes()  # after the cache has seen every conversation once more
+                await ask_together(core, range(waiting), round_)
+                done += waiting
+        return MemoryFigures(stored, waiting, done, peak.peak_bytes, early, tree_rss_bytes(), settings.kv_cache_gb)
+
+
+def bench_settings(model: Path, data_dir: Path, waiting: int) -> Settings:
+    """The bot's settings from its environment, on ``model``, with room for ``waiting`` messages at once."""
+    return load_settings(
+        model_path=model, data_dir=data_dir, max_new_tokens=REPLY_TOKENS, max_waiting=waiting + 8, user_rate=None
+    )
+
+
+def main(
+    model: Annotated[Path, typer.Argument()],
+    data_dir: Annotated[Path, typer.Argument()],
+    stored: Annotated[int, typer.Option()] = 1000,
+    waiting: Annotated[int, typer.Option()] = 50,
+    turns: Annotated[int, typer.Option()] = 1000,
+) -> None:
+    """Print P5's measurements as one JSON line."""
+    settings = bench_settings(model, data_dir, waiting)
+    figures = asyncio.run(measure(settings, stored, waiting, turns))
+    typer.echo(json.dumps(asdict(figures)))
+
+
+if __name__ == "__main__":
+    typer.run(main)

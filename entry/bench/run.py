@@ -1,0 +1,139 @@
+"""`bot bench`: load the bot's engine and its baselines, measure P1-P5 side by side, write BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.settings import Settings
+from entry.bench.concurrency import p1_many_at_once, p2_follow_up, warm_up
+from entry.bench.decode import p4_decode
+from entry.bench.overhead import p3_overhead
+from entry.bench.report import Figure, Report
+from entry.compose import engine_loader
+from model.bundled import ensure_bundled_model
+from model.engine import Engine
+from model.loader import load_engine
+
+GB = 1 << 30
+P5_MEMORY_TARGET_GB = 1.0
+P5_GROWTH_TARGET = 1.10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs: the full bench, or a smoke that only shows it all works."""
+
+    name: str
+    p1_tokens: int = 64
+    history_tokens: int = 2000
+    p2_tokens: int = 16
+    p3_rounds: int = 10
+    p3_tokens: int = 32
+    p4_tokens: int = 128
+    p4_rounds: int = 3
+    p4_variants: bool = True
+    p5_stored: int = 1000
+    p5_waiting: int = 50
+    p5_turns: int = 1000
+
+
+FULL = Plan("full run")
+QUICK = Plan(
+    "quick smoke: short runs whose figures do not stand for the targets",
+    p1_tokens=8,
+    history_tokens=300,
+    p2_tokens=4,
+    p3_rounds=3,
+    p3_tokens=8,
+    p4_tokens=16,
+    p4_rounds=1,
+    p4_variants=False,
+    p5_stored=100,
+    p5_waiting=16,
+    p5_turns=32,
+)
+
+
+async def load_bot_engine(settings: Settings, model: Path, extra: Mapping[str, str] | None = None) -> Engine:
+    """The engine the bot runs, as its settings configure it, with ``extra`` OpenVINO properties on top."""
+    if extra:
+        settings = settings.model_copy(update={"ov_properties": {**settings.ov_properties, **extra}})
+    engine: Engine = await asyncio.to_thread(engine_loader(settings), model)
+    return engine
+
+
+async def serving_figures(settings: Settings, model: Path, plan: Plan) -> list[Figure]:
+    """P1-P3: the bot's engine and a serial ``LLMPipeline``, loaded side by side."""
+    bot = await load_bot_engine(settings, model)
+    serial: Engine = await asyncio.to_thread(
+        load_engine, model, settings.device, settings.runtime_properties(), settings.context_size
+    )
+    try:
+        for engine in (bot, serial):
+            await warm_up(engine)
+        figures = await p1_many_at_once(bot, serial, plan.p1_tokens)
+        figures += await p2_follow_up(bot, serial, plan.history_tokens, plan.p2_tokens)
+        figures += await p3_overhead(bot, plan.p3_rounds, plan.p3_tokens)
+        return figures
+    finally:
+        await bot.aclose()
+        await serial.aclose()
+
+
+def memory_figures(settings: Settings, model: Path, plan: Plan) -> list[Figure]:
+    """P5, in a fresh process so that only what the bot itself holds is counted."""
+    with tempfile.TemporaryDirectory(prefix="bot-bench-") as data_dir:
+        command = [sys.executable, "-m", "entry.bench.memory", str(model), data_dir]
+        command += [f"--stored={plan.p5_stored}", f"--waiting={plan.p5_waiting}", f"--turns={plan.p5_turns}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the memory benchmark failed:\n{done.stderr[-2000:]}")
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_gb, growth = seen["peak_bytes"] / GB, seen["end_bytes"] / seen["early_bytes"]
+    return [
+        Figure(
+            "P5",
+            f"resident memory: bundled model, {seen['stored']:,} stored conversations, "
+            f"{seen['waiting']} messages at once",
+            f"{peak_gb * 1024:.0f} MB peak",
+            "-",
+            None,
+            f"≤ {P5_MEMORY_TARGET_GB * 1024:.0f} MB",
+            peak_gb <= P5_MEMORY_TARGET_GB,
+            note="the bot's process and any process it started, sampled every 50 ms.",
+        ),
+        Figure(
+            "P5",
+            f"memory after {seen['turns']:,} turns against after the first {2 * seen['waiting']}",
+            f"{seen['end_bytes'] / GB * 1024:.0f} MB",
+            f"{seen['early_bytes'] / GB * 1024:.0f} MB",
+            growth,
+            f"≤ {P5_GROWTH_TARGET:g}x",
+            growth <= P5_GROWTH_TARGET,
+            note=f"the KV cache is bounded by BOT_KV_CACHE_GB={seen['kv_cache_gb']}: memory stays flat as turns "
+            "pile up.",
+        ),
+    ]
+
+
+async def run_bench(settings: Settings, plan: Plan, output: Path) -> Report:
+    """Measure everything on the bundled model and write the report to ``output``."""
+    model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
+    report = Report(model=model.stem, engine=settings.engine, mode=plan.name)
+    report.add(*await serving_figures(settings, model, plan))
+    decode, variants = await p4_decode(
+        lambda extra: load_bot_engine(settings, model, extra), model, plan.p4_tokens, plan.p4_rounds, plan.p4_variants
+    )
+    report.add(*decode)
+    report.add(*await asyncio.to_thread(memory_figures, settings, model, plan))
+    if variants:
+        report.section("P4: OpenVINO properties tried (single stream, the bot's engine)", variants)
+    report.write(output)
+    return report
