@@ -78,7 +78,9 @@ class Settings(BaseSettings):
         description="batching: replies generate together, in a process of their own, with a prefix cache; "
         "pipeline: one reply at a time, in the bot's process.",
     )
-    kv_cache_gb: int = Field(default=1, ge=1, le=256, description="KV cache of the batching engine, in GB.")
+    kv_cache_tokens: int = Field(
+        default=8192, ge=256, le=4_194_304, description="Tokens the batching engine's KV cache holds."
+    )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_new_tokens: int = Field(default=512, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

@@ -22,6 +22,7 @@ from entry.compose import open_core
 from entry.export_cli import export as export_command
 from entry.platforms import MissingExtra, load_adapters, run_until_stopped
 from model.engine import EngineError, ModelLoadError
+from model.export_checks import ExportError
 
 EXIT_BAD_SETTINGS = 2
 
@@ -108,12 +109,15 @@ def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]
 def bench(
     quick: Annotated[bool, typer.Option(help="A short smoke run: it shows everything works, not the targets.")] = False,
     output: Annotated[Path, typer.Option(help="Where to write the report.")] = Path("BENCHMARKS.md"),
+    phi3_shape: Annotated[
+        bool, typer.Option(help="Also P6: P1-P3 on a Phi-3-mini-shaped model (needs the export extra; minutes).")
+    ] = False,
 ) -> None:
     """Measure how the bot serves many people (P1-P5) on the bundled model; write BENCHMARKS.md."""
     settings = _settings()
     try:
-        report = asyncio.run(run_bench(settings, QUICK if quick else FULL, output))
-    except (ModelLoadError, EngineError) as error:
+        report = asyncio.run(run_bench(settings, QUICK if quick else FULL, output, phi3_shape=phi3_shape))
+    except (ModelLoadError, EngineError, ExportError) as error:
         typer.echo(f"Benchmark failed: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report.markdown())

@@ -62,7 +62,7 @@ def engine_loader(settings: Settings) -> EngineLoader:
             device=device,
             properties=properties,
             context_size=context,
-            cache_size_gb=settings.kv_cache_gb,
+            cache_tokens=settings.kv_cache_tokens,
         )
     return partial(load_engine, device=device, properties=properties, context_size=context)
 

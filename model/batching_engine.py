@@ -45,17 +45,30 @@ class RequestEnd:
     error: str | None = None
 
 
+# Tokens per KV cache block, as OpenVINO's plugins lay them out.
+KV_BLOCK_TOKENS = {"GPU": 16}
+DEFAULT_KV_BLOCK_TOKENS = 32
+DEFAULT_KV_CACHE_TOKENS = 8192
+
 # What a scheduler step reports: a request's new token ids, or its end (after its last ids).
 Event = tuple[int, "list[int] | RequestEnd"]
 
 
-def load_pipeline(info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> Any:
-    """Compile a ``ContinuousBatchingPipeline`` with a KV cache of ``cache_size_gb`` GB (blocking).
+def kv_blocks(device: str, cache_tokens: int) -> int:
+    """How many KV cache blocks hold ``cache_tokens`` tokens on ``device``."""
+    return math.ceil(cache_tokens / KV_BLOCK_TOKENS.get(device.split(".")[0].upper(), DEFAULT_KV_BLOCK_TOKENS))
 
-    OpenVINO sizes the cache in whole GB, so a fraction is rounded up (at least 1 GB).
+
+def load_pipeline(info: ModelInfo, device: str, properties: Mapping[str, str], cache_tokens: int) -> Any:
+    """Compile a ``ContinuousBatchingPipeline`` whose KV cache holds ``cache_tokens`` tokens (blocking).
+
+    Sized in tokens rather than OpenVINO's whole GB: a GB is ~45,000 tokens of the bundled
+    model but ~5,000 of Phi-3-mini, and a cache sized in GB grows to its size, so the bot's
+    memory would depend on the model in a way nobody chose.
     """
     scheduler = ov_genai.SchedulerConfig()
-    scheduler.cache_size = max(1, math.ceil(cache_size_gb))
+    scheduler.cache_size = 0  # sized by blocks instead
+    scheduler.num_kv_blocks = kv_blocks(device, cache_tokens)
     # Chat turns resend the whole history: cached prefix blocks make a follow-up's prefill cheap.
     scheduler.enable_prefix_caching = True
     return ov_genai.ContinuousBatchingPipeline(str(info.path), scheduler, device, dict(properties))
@@ -147,7 +160,7 @@ class Scheduler:
         error = None
         if status == ov_genai.GenerationStatus.IGNORED and not cancelled:
             # The scheduler ignores a request whose prompt can never fit the KV cache.
-            error = "the prompt does not fit the KV cache; load the engine with a larger cache_size_gb"
+            error = "the prompt does not fit the KV cache; raise BOT_KV_CACHE_TOKENS"
         events.append((request_id, RequestEnd(self._stats(handle), error)))
 
     def _stats(self, handle: Any) -> ReplyStats | None:
@@ -266,9 +279,9 @@ class BatchingEngine(BatchingFrontend):
         self._thread.start()
 
     @classmethod
-    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> BatchingEngine:
-        """Compile the model with a KV cache of ``cache_size_gb`` GB (blocking; call from a thread)."""
-        return cls(load_pipeline(info, device, properties, cache_size_gb), info)
+    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_tokens: int) -> BatchingEngine:
+        """Compile the model with a KV cache of ``cache_tokens`` tokens (blocking; call from a thread)."""
+        return cls(load_pipeline(info, device, properties, cache_tokens), info)
 
     async def aclose(self) -> None:
         """Drop requests not yet started, finish running ones, then stop the worker and release the model."""

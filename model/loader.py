@@ -7,6 +7,7 @@ problem found before compiling is reported with what is missing and where.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from model.batching_engine import BatchingEngine
+from model.batching_engine import DEFAULT_KV_CACHE_TOKENS, BatchingEngine
 from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
 from model.manifest import current_export
@@ -78,13 +79,13 @@ def load_batching_engine(
     device: str,
     properties: Mapping[str, str],
     context_size: int | None = None,
-    cache_size_gb: float = 1.0,
+    cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
 ) -> BatchingEngine:
-    """Like ``load_engine``, but serving replies concurrently (continuous batching, ``cache_size_gb`` of KV cache)."""
-    info = inspect_model(path, context_size)
+    """Like ``load_engine``, but serving replies concurrently (continuous batching, a KV cache of ``cache_tokens``)."""
+    info = within_cache(inspect_model(path, context_size), cache_tokens)
     log.info("Loading %s (%s, context %d) on %s, batching", info.name, info.family, info.context_size, device)
     with _load_errors(path, device):
-        return BatchingEngine.load(info, device, properties, cache_size_gb)
+        return BatchingEngine.load(info, device, properties, cache_tokens)
 
 
 def load_process_engine(
@@ -92,10 +93,10 @@ def load_process_engine(
     device: str,
     properties: Mapping[str, str],
     context_size: int | None = None,
-    cache_size_gb: float = 1.0,
+    cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
 ) -> ProcessEngine:
     """Like ``load_batching_engine``, but the pipeline runs in a child process so that it never stalls the loop."""
-    info = inspect_model(path, context_size)
+    info = within_cache(inspect_model(path, context_size), cache_tokens)
     log.info(
         "Loading %s (%s, context %d) on %s, batching in a child process",
         info.name,
@@ -104,7 +105,12 @@ def load_process_engine(
         device,
     )
     with _load_errors(path, device):
-        return ProcessEngine.load(info, device, properties, cache_size_gb)
+        return ProcessEngine.load(info, device, properties, cache_tokens)
+
+
+def within_cache(info: ModelInfo, cache_tokens: int) -> ModelInfo:
+    """``info`` with a context no larger than the KV cache: a longer prompt could never be scheduled."""
+    return dataclasses.replace(info, context_size=min(info.context_size, cache_tokens))
 
 
 @contextmanager

@@ -6,7 +6,7 @@ of its event loop (heartbeats included) while replies generate.  ``ProcessEngine
 runs the same ``Scheduler`` in a child interpreter that owns the pipeline and
 talks to this process over a pipe:
 
-* parent → child: ``("load", info, device, properties, cache_size_gb)`` once, then
+* parent → child: ``("load", info, device, properties, cache_tokens)`` once, then
   ``("submit", id, prompt, params)``, ``("cancel", id)`` and ``("close",)``;
 * child → parent: ``("ready", stop_ids, control_tokens)`` or ``("failed", message)``
   after loading, then one ``("events", [...])`` per step with every request's new
@@ -75,14 +75,14 @@ class ProcessEngine(BatchingFrontend):
         self._finalizer = weakref.finalize(self, _reap, process, 0)
 
     @classmethod
-    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_size_gb: float) -> ProcessEngine:
+    def load(cls, info: ModelInfo, device: str, properties: Mapping[str, str], cache_tokens: int) -> ProcessEngine:
         """Start the model process and load the tokenizer here meanwhile (blocking; call from a thread).
 
         A failure in the child is raised as a ``RuntimeError`` with OpenVINO's message.
         """
         process, conn = _start_child()
         try:
-            conn.send(("load", info, device, dict(properties), cache_size_gb))
+            conn.send(("load", info, device, dict(properties), cache_tokens))
             chat = ChatTokenizer(ov_genai.Tokenizer(str(info.path)), info)
             _await_ready(process, conn, chat)
         except BaseException:
@@ -238,8 +238,8 @@ def child_main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     try:
-        _, info, device, properties, cache_size_gb = conn.recv()
-        pipeline = load_pipeline(info, device, properties, cache_size_gb)
+        _, info, device, properties, cache_tokens = conn.recv()
+        pipeline = load_pipeline(info, device, properties, cache_tokens)
         chat = ChatTokenizer(pipeline.get_tokenizer(), info)
     except EOFError:
         return  # the parent went away before asking for anything

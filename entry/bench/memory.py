@@ -37,7 +37,7 @@ class MemoryFigures:
     peak_bytes: int
     early_bytes: int
     end_bytes: int
-    kv_cache_gb: int
+    kv_cache_tokens: int
 
 
 async def store_conversations(path: Path, count: int) -> None:
@@ -77,7 +77,7 @@ async def measure(settings: Settings, stored: int, waiting: int, turns: int) -> 
                     early = tree_rss_bytes()  # after the cache has seen every conversation once more
                 await ask_together(core, range(waiting), round_)
                 done += waiting
-        return MemoryFigures(stored, waiting, done, peak.peak_bytes, early, tree_rss_bytes(), settings.kv_cache_gb)
+        return MemoryFigures(stored, waiting, done, peak.peak_bytes, early, tree_rss_bytes(), settings.kv_cache_tokens)
 
 
 def bench_settings(model: Path, data_dir: Path, waiting: int) -> Settings:

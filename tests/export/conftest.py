@@ -16,8 +16,8 @@ from model.export_checks import missing_export_packages
 from model.export_options import REFERENCE_OPTIONS, ExportRequest
 from model.loader import load_engine
 from model.openvino_engine import OpenVINOEngine
+from model.random_phi3 import build_random_phi3
 from model.slot import EngineSlot
-from tests.export.tiny_phi3 import build_tiny_phi3
 
 MAX_NEW_TOKENS = 16
 RUNTIME = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
@@ -80,7 +80,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random two-layer Phi-3 checkpoint with a BPE tokenizer and Phi-3's chat template."""
     if missing_export_packages():
         pytest.skip("needs the export extra: pip install -e '.[export]'")
-    return build_tiny_phi3(tmp_path_factory.mktemp("tiny-phi3"))
+    return build_random_phi3(tmp_path_factory.mktemp("tiny-phi3"))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,19 @@
-"""A tiny random Phi-3 checkpoint (config, weights, BPE tokenizer, chat template) built locally.
+"""A random-weight Phi-3 checkpoint (config, weights, BPE tokenizer, chat template) built locally.
 
-Run ``python -m tests.export.tiny_phi3 DIR`` to build one for a manual ``bot export --model DIR``.
+With no model hub in reach, this stands in for Phi-3-mini-4k-instruct: ``TINY`` (two small
+layers) for tests of the export path, ``MINI`` (Phi-3-mini's own dimensions) for measuring the
+production shape, since speed does not depend on the weights' values.  Needs the export extra
+(torch, transformers, tokenizers).  Run ``python -m model.random_phi3 DIR [mini]`` to build one
+for a manual ``bot export --model DIR``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'system' %}"
@@ -33,8 +39,23 @@ PHI3_SPECIAL_TOKENS = (
     "<|placeholder6|>",
     "<|user|>",
 )
-HIDDEN_SIZE = 128
-INTERMEDIATE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Phi3Shape:
+    """The dimensions of a Phi-3 model."""
+
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    heads: int
+    context: int
+    vocab_size: int | None = None  # None: as many as the trained tokenizer has
+
+
+TINY = Phi3Shape(hidden_size=128, intermediate_size=256, layers=2, heads=4, context=1024)
+# Phi-3-mini-4k-instruct's config.json.
+MINI = Phi3Shape(hidden_size=3072, intermediate_size=8192, layers=32, heads=32, context=4096, vocab_size=32064)
 _CORPUS = (
     "The capital of France is Paris. The capital of Italy is Rome. Hello, how are you today? "
     "I am a helpful assistant in a team chat. Answer clearly and concisely. "
@@ -43,10 +64,9 @@ _CORPUS = (
 )
 
 
-def build_tiny_phi3(directory: Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
-    """Write a random two-layer Phi-3 checkpoint with a trained BPE tokenizer into ``directory``."""
-    import torch
-    from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+def build_random_phi3(directory: Path, shape: Phi3Shape = TINY, *, vocab_size: int = 512, seed: int = 0) -> Path:
+    """Write a random Phi-3 checkpoint of ``shape`` with a BPE tokenizer of ``vocab_size`` into ``directory``."""
+    from transformers import PreTrainedTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = PreTrainedTokenizerFast(
@@ -59,24 +79,38 @@ def build_tiny_phi3(directory: Path, *, vocab_size: int = 512, seed: int = 0) ->
     tokenizer.save_pretrained(directory)
     _set_chat_template(directory)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<s>", "<|endoftext|>", "<|end|>")}
-    config = Phi3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        original_max_position_embeddings=1024,
-        bos_token_id=ids["<s>"],
-        eos_token_id=ids["<|endoftext|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    _save_random_model(directory, shape, max(shape.vocab_size or 0, len(tokenizer)), ids, seed)
+    return directory
+
+
+def _save_random_model(directory: Path, shape: Phi3Shape, vocab_size: int, ids: dict[str, Any], seed: int) -> None:
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    parameters: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.heads,
+        "max_position_embeddings": shape.context,
+        "original_max_position_embeddings": shape.context,
+        "bos_token_id": ids["<s>"],
+        "eos_token_id": ids["<|endoftext|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    config = Phi3Config(**parameters)
     torch.manual_seed(seed)
-    model = Phi3ForCausalLM(config).eval()
+    # Phi-3-mini's 3.8 B parameters take 15 GB in float32; built in float16 they take half, as the real one ships.
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16 if shape.hidden_size > TINY.hidden_size else torch.float32)
+    try:
+        model = Phi3ForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(dtype)
     model.generation_config.eos_token_id = [ids["<|endoftext|>"], ids["<|end|>"]]
     model.save_pretrained(directory)
-    return directory
 
 
 def _train_tokenizer(vocab_size: int) -> object:
@@ -106,4 +140,4 @@ def _set_chat_template(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    print(build_tiny_phi3(Path(sys.argv[1])))
+    print(build_random_phi3(Path(sys.argv[1]), MINI if sys.argv[2:] == ["mini"] else TINY))
