@@ -35,7 +35,7 @@ class MemoryFigures:
     waiting: int
     turns: int
     peak_bytes: int
-    early_bytes: int
+    halfway_bytes: int
     end_bytes: int
     kv_cache_tokens: int
 
@@ -52,32 +52,41 @@ async def store_conversations(path: Path, count: int) -> None:
         await store.close()
 
 
-async def ask_together(core: Core, conversations: range, round_: int) -> None:
-    """One message in each of ``conversations``, all sent at the same moment."""
+async def ask_together(core: Core, round_: int, waiting: int, stored: int) -> None:
+    """One message in each of the round's ``waiting`` stored conversations, all sent at the same moment.
+
+    Rounds move on through the stored conversations, so every turn brings a prompt the
+    prefix cache has not seen: the cache fills to its bound and must then evict.
+    """
+    indexes = [(round_ * waiting + i) % stored for i in range(waiting)]
+    question = QUESTIONS[round_ % len(QUESTIONS)]
     asks = [
         core.submit(
-            Incoming(ConversationKey("memory", f"stored-{i}"), Identity("memory", f"user-{i}"), QUESTIONS[round_ % 8]),
+            Incoming(ConversationKey("memory", f"stored-{i}"), Identity("memory", f"user-{i}"), question),
             TimingSurface(),
         )
-        for i in conversations
+        for i in indexes
     ]
     await asyncio.gather(*asks)
 
 
 async def measure(settings: Settings, stored: int, waiting: int, turns: int) -> MemoryFigures:
-    """Store, then ask ``waiting`` messages at once, then ``turns`` turns in rounds of ``waiting``."""
+    """Store, then ask ``waiting`` messages at once, round after round, for ``turns`` turns in all.
+
+    The memory halfway is compared with the memory at the end: by then the KV cache has long
+    reached its bound, so anything still growing would be a leak.
+    """
     await store_conversations(settings.history_db, stored)
     peak = PeakMemory()
+    rounds, halfway = max(2, turns // waiting), 0
     async with open_core(settings, progress=False, follow_exports=False) as core:
         with peak.sampling():
-            await ask_together(core, range(waiting), 0)
-            done, early = waiting, tree_rss_bytes()
-            for round_ in range(1, turns // waiting + 1):
-                if round_ == 2:
-                    early = tree_rss_bytes()  # after the cache has seen every conversation once more
-                await ask_together(core, range(waiting), round_)
-                done += waiting
-        return MemoryFigures(stored, waiting, done, peak.peak_bytes, early, tree_rss_bytes(), settings.kv_cache_tokens)
+            for round_ in range(rounds):
+                if round_ == rounds // 2:
+                    halfway = tree_rss_bytes()
+                await ask_together(core, round_, waiting, stored)
+            end = tree_rss_bytes()
+    return MemoryFigures(stored, waiting, rounds * waiting, peak.peak_bytes, halfway, end, settings.kv_cache_tokens)
 
 
 def bench_settings(model: Path, data_dir: Path, waiting: int) -> Settings:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.manager import ConversationManager, Reply
 from bot.types import ConversationKey
+from model.export import ExportResult
+from model.loader import load_process_engine
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
-from tests.export.conftest import MAX_NEW_TOKENS, SharedEngine, manager_on, requires_export_extra
+from tests.export.conftest import MAX_NEW_TOKENS, RUNTIME, SharedEngine, manager_on, requires_export_extra
 
 pytestmark = requires_export_extra
 
@@ -82,3 +86,42 @@ async def test_swap_while_twenty_conversations_stream(engine: OpenVINOEngine, ex
     assert sorted(t.conversation for t in after) == list(range(CONVERSATIONS))
     assert manager.model_name == new.info.name
     assert len(new.prompts) == CONVERSATIONS
+
+
+BATCH = 8
+
+
+async def test_swap_while_eight_replies_stream_on_batching_engines(bundled_model: Path, exported: ExportResult) -> None:
+    """Both engines as the bot runs them: continuous batching, each in its own process."""
+    old = await asyncio.to_thread(load_process_engine, bundled_model, "CPU", RUNTIME)
+    new = await asyncio.to_thread(load_process_engine, exported.path, "CPU", RUNTIME)
+    slot = EngineSlot(old)
+    manager = manager_on(slot, max_new_tokens=32)
+    try:
+        replies = [
+            manager.reply(ConversationKey("swap", f"c{i}"), f"Tell me about ship number {i}.") for i in range(BATCH)
+        ]
+        iterators = [reply.__aiter__() for reply in replies]
+        firsts = await asyncio.gather(*(anext(it) for it in iterators))  # all eight are streaming now
+        assert all(isinstance(chunk, str) for chunk in firsts)
+
+        await slot.swap(new)
+        after = manager.reply(ConversationKey("swap", "after"), "Hello after the swap.")
+        rests = await asyncio.gather(*(_drain(it) for it in iterators), after.complete())
+
+        for reply, first, rest in zip(replies, firsts, rests, strict=False):
+            assert reply.stats is not None and reply.stats.model_name == old.info.name
+            assert reply.text == first + rest and reply.text.strip()
+        assert after.stats is not None and after.stats.model_name == new.info.name
+        # The slot closed the old engine after its last reply; closing reaps its process.
+        assert not _running(old.pid)
+    finally:
+        await slot.aclose()
+
+
+async def _drain(chunks: AsyncIterator[str]) -> str:
+    return "".join([chunk async for chunk in chunks])
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
