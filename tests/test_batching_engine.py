@@ -56,7 +56,7 @@ EXACT = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "KV_CACHE_PRECISION"
 async def batching(request: pytest.FixtureRequest, bundled_model: Path) -> AsyncIterator[BatchingFrontend]:
     """The bundled model behind continuous batching, in this process or in a child; shared by this module."""
     load = load_batching_engine if request.param == "thread" else load_process_engine
-    engine = await asyncio.to_thread(load, bundled_model, "CPU", EXACT, None, 1.0)
+    engine = await asyncio.to_thread(load, bundled_model, "CPU", EXACT)
     yield engine
     await engine.aclose()
 
