@@ -136,9 +136,10 @@ async def run_bench(settings: Settings, plan: Plan, output: Path, *, phi3_shape:
     )
     report.add(*decode)
     report.add(*await asyncio.to_thread(memory_figures, settings, model, plan))
-    if phi3_shape:
-        report.add(*await p6_phi3_shape(settings, lambda path: serving_figures(settings, path, PHI3_SHAPE)))
     if variants:
         report.section("P4: OpenVINO properties tried (single stream, the bot's engine)", variants)
-    report.write(output)
+    report.write(output)  # P1-P5 are kept even if P6, which takes long, fails or is stopped
+    if phi3_shape:
+        report.add(*await p6_phi3_shape(settings, lambda path: serving_figures(settings, path, PHI3_SHAPE)))
+        report.write(output)
     return report
