@@ -100,8 +100,31 @@ class Settings(BaseSettings):
     )
     max_message_chars: int = Field(default=8000, ge=1, description="Longest message the bot reads.")
     reply_deadline_s: float = Field(default=300.0, gt=0, description="Longest a reply may take, waiting included.")
+    restart_answer_within_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="After a restart, messages left unanswered younger than this are answered; older ones are "
+        "told to ask again.",
+    )
+    history_max_turns: int = Field(default=1000, ge=2, description="Turns kept per conversation; older ones go.")
+    history_max_age_days: float | None = Field(
+        default=90.0, gt=0, description="Turns older than this are deleted; empty: kept until the turn limit."
+    )
+    export_sources: IdList = Field(
+        default_factory=lambda: ["microsoft/Phi-3-mini-4k-instruct"],
+        description="Hugging Face hub ids an admin may export from chat (the terminal's bot export takes any).",
+    )
+    export_time_limit_s: float = Field(default=7200.0, gt=0, description="Longest an export may run.")
+    exports_kept: int = Field(default=3, ge=1, description="Newest exports kept on disk; the current one always is.")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the /metrics and /healthz endpoint; empty: off."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
+    log_format: Literal["text", "json"] = "text"
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: LogLevel = "INFO"
+
+    hf_token: SecretStr | None = _platform("HF_TOKEN")
 
     discord_token: SecretStr | None = _platform("DISCORD_TOKEN")
     discord_admin_ids: IdList = _platform("DISCORD_ADMIN_IDS", default=[])
@@ -137,6 +160,9 @@ class Settings(BaseSettings):
         "slack_app_token",
         "slack_signing_secret",
         "user_rate",
+        "history_max_age_days",
+        "metrics_port",
+        "hf_token",
         mode="before",
     )
     @classmethod
@@ -165,7 +191,13 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[SecretStr]:
         """Every secret value that is set, for redaction from logs."""
-        candidates = (self.discord_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret)
+        candidates = (
+            self.discord_token,
+            self.slack_bot_token,
+            self.slack_app_token,
+            self.slack_signing_secret,
+            self.hf_token,
+        )
         return [secret for secret in candidates if secret is not None]
 
     @field_validator("data_dir", mode="before")

@@ -37,9 +37,13 @@ class Incoming:
     ``command`` is set when the platform itself says which command was used (a slash
     command: ``"ask"``, ``"reset"`` ...) and ``text`` is then its argument; ``None``
     means ``text`` is what the user typed, which may itself be a command such as ``/reset``.
+    ``message_id`` is the platform's id of the message (Slack's ts, Discord's snowflake), which the
+    core's inbox uses to answer each message exactly once, across restarts too; ``None`` where the
+    platform has none (the console, a slash command).
     """
 
     key: ConversationKey
     author: Identity
     text: str
     command: str | None = None
+    message_id: str | None = None
