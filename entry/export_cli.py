@@ -16,9 +16,11 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings
+from entry.startup import settings_or_exit
 from model.export import STAGES, ExportResult, ExportTarget, ProgressEvent, export_model
 from model.export_checks import ExportError, missing_export_packages
+from model.export_cleanup import clean_exports
 from model.export_options import (
     DEFAULT_SOURCE,
     REFERENCE_OPTIONS,
@@ -97,8 +99,15 @@ def run_export(source: str, values: dict[str, Any], *, verbose: bool = False) ->
             err=True,
         )
         raise typer.Exit(EXIT_FAILED)
-    settings = _settings()
-    target = ExportTarget(settings.models_dir, settings.device, settings.runtime_properties())
+    settings = settings_or_exit()
+    target = ExportTarget(
+        settings.models_dir,
+        settings.device,
+        settings.runtime_properties(),
+        time_limit_s=settings.export_time_limit_s,
+        hf_token=settings.hf_token,
+    )
+    _clean_up(settings)
     with TerminalProgress(verbose=verbose) as progress:
         try:
             result = asyncio.run(export_model(request, target, progress.on_event, requested_by=_user()))
@@ -111,19 +120,18 @@ def run_export(source: str, values: dict[str, Any], *, verbose: bool = False) ->
     return result
 
 
+def _clean_up(settings: Settings) -> None:
+    """Remove what killed exports left behind and prune old exports, saying what went."""
+    pinned = [settings.model_path] if settings.model_path else []
+    for path in clean_exports(settings.models_dir, settings.exports_kept, pinned):
+        typer.echo(f"Removed old or unfinished export {path.name}", err=True)
+
+
 def _user() -> str:
     try:
         return f"{getpass.getuser()} (command line)"
     except (KeyError, OSError):  # no user name for this uid, e.g. in a container
         return "command line"
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        typer.echo(f"Invalid settings:\n{error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _summary(result: ExportResult, settings: Settings) -> str:

@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import codecs
 import errno
-import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from model.engine import ChatMessage, EngineError, GenerationParams, ModelLoadError
 from model.export_checks import (
@@ -38,6 +40,7 @@ from model.export_checks import (
     resolve_source,
 )
 from model.export_options import ExportOptions, ExportRequest
+from model.export_process import child_environment, kill_converter, start_converter
 from model.loader import load_engine
 from model.manifest import (
     MANIFEST_FORMAT,
@@ -61,15 +64,8 @@ VALIDATION_PROMPT = "Say hello in one short sentence."
 VALIDATION_TOKENS = 8
 PHI3_TEMPLATE_TOKENS = frozenset({"<|system|>", "<|user|>", "<|assistant|>", "<|end|>"})
 LOCK_NAME = ".export.lock"
-# With --trust-remote-code the checkpoint's own code runs in the child: it gets no chat-platform secret.
-_WITHHELD_PREFIXES = ("DISCORD_", "SLACK_")
-
-
-def child_environment() -> dict[str, str]:
-    """The bot's environment minus every chat-platform variable (tokens, signing secrets)."""
-    return {name: value for name, value in os.environ.items() if not name.upper().startswith(_WITHHELD_PREFIXES)}
-
-
+# optimum-cli run by this interpreter, so that it uses this environment; the output options follow.
+OPTIMUM_CLI = (sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino")
 _OUTPUT_TAIL = 40
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _UNSAFE_NAME = re.compile(r"[^\w.-]+")
@@ -77,6 +73,10 @@ _UNSAFE_NAME = re.compile(r"[^\w.-]+")
 
 class ExportBusyError(ExportError):
     """Another export holds the models directory."""
+
+
+class ExportTimeoutError(ExportError):
+    """The export ran past its time limit; the converter was killed and its directory removed."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,18 @@ LineSink = Callable[[str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ExportTarget:
-    """Where exports go and how the validation loads them."""
+    """Where exports go, how the validation loads them, and how the converter runs.
+
+    ``converter`` replaces optimum-cli's ``export openvino`` command (the argv before ``--model``), for
+    tests; ``time_limit_s`` bounds the whole export; ``hf_token`` is handed to the converter and the Hub.
+    """
 
     models_dir: Path
     device: str = "CPU"
     properties: Mapping[str, str] = field(default_factory=dict)
+    time_limit_s: float | None = None
+    hf_token: SecretStr | None = None
+    converter: tuple[str, ...] = OPTIMUM_CLI
 
 
 @dataclass(frozen=True)
@@ -114,20 +121,42 @@ class ExportResult:
 async def export_model(
     request: ExportRequest, target: ExportTarget, progress: ProgressSink, *, requested_by: str = "cli"
 ) -> ExportResult:
-    """Export, validate and activate ``request``; raise ``ExportError`` with the reason on failure."""
+    """Export, validate and activate ``request``; raise ``ExportError`` with the reason on failure.
+
+    Past ``target.time_limit_s`` the converter is killed, the directory removed and ``ExportTimeoutError``
+    raised; a cancelled export is cleaned up the same way.
+    """
+    limit = target.time_limit_s
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            return await _export(request, target, progress, requested_by)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # a time-out of something inside, not the export's own limit
+        raise ExportTimeoutError(
+            f"The export ran past its time limit of {_duration(limit or 0)} and was stopped; its files were removed."
+        ) from None
+
+
+async def _export(
+    request: ExportRequest, target: ExportTarget, progress: ProgressSink, requested_by: str
+) -> ExportResult:
     started, started_at = time.monotonic(), utc_now()
     report = _Reporter(progress)
     await report.stage(0)
     require_export_extra()
-    source = await asyncio.to_thread(resolve_source, request.source, request.options)
+    token = target.hf_token.get_secret_value() if target.hf_token else None
+    source = await asyncio.to_thread(
+        resolve_source, request.source, request.options, local_allowed=request.local_allowed, token=token
+    )
     check_group_size(source, request.options)
     check_disk_space(source, request.options, target.models_dir)
     with export_lock(target.models_dir):
         directory = new_export_dir(target.models_dir, source, request.options)
         try:
-            command = optimum_command(source.location, request.options, directory)
+            command = optimum_command(source.location, request.options, directory, target.converter)
             await report.stage(1)
-            await run_optimum(command, source, directory, report.line)
+            await run_optimum(command, source, directory, report.line, child_environment(target.hf_token))
             await report.stage(2)
             validation = await validate_export(directory, target)
             await report.stage(3)
@@ -146,10 +175,11 @@ async def export_model(
     return ExportResult(directory, manifest, time.monotonic() - started)
 
 
-def optimum_command(source: str, options: ExportOptions, output: Path) -> list[str]:
-    """The optimum-cli command line, run by this interpreter so that it uses this environment."""
-    prefix = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", source]
-    return [*prefix, *options.cli_args(), str(output)]
+def optimum_command(
+    source: str, options: ExportOptions, output: Path, converter: Sequence[str] = OPTIMUM_CLI
+) -> list[str]:
+    """The converter's command line; paths are absolute, as it runs in a scratch directory."""
+    return [*converter, "--model", source, *options.absolute().cli_args(), str(output.resolve())]
 
 
 @contextmanager
@@ -188,29 +218,25 @@ def new_export_dir(models_dir: Path, source: Source, options: ExportOptions) -> 
     raise ExportError(f"Could not create a new export directory next to {base}.")
 
 
-async def run_optimum(command: list[str], source: Source, directory: Path, on_line: LineSink) -> None:
-    """Run the conversion, passing each output line on; raise ``ExportError`` with the cause if it fails."""
-    # Tracing warnings would drown the progress; errors and tracebacks still come through.
-    environment = {
-        "PYTHONWARNINGS": "ignore",
-        **child_environment(),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONIOENCODING": "utf-8",
-    }
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment
-    )
-    tail: deque[str] = deque(maxlen=_OUTPUT_TAIL)
-    try:
-        assert process.stdout is not None
-        async for line in output_lines(process.stdout):
-            tail.append(line)
-            await on_line(line)
-        returncode = await process.wait()
-    finally:
-        if process.returncode is None:  # cancelled: the conversion must not outlive the request
-            process.kill()
-            await process.wait()
+async def run_optimum(
+    command: list[str], source: Source, directory: Path, on_line: LineSink, environment: Mapping[str, str]
+) -> None:
+    """Run the conversion, passing each output line on; raise ``ExportError`` with the cause if it fails.
+
+    The child runs as ``model.export_process`` starts it: allowlisted environment, a scratch directory, its
+    own process group (killed whole when the export is cancelled or times out), killed if the bot dies.
+    """
+    with tempfile.TemporaryDirectory(prefix="bot-export-", ignore_cleanup_errors=True) as scratch:
+        process = await start_converter(command, Path(scratch), environment)
+        tail: deque[str] = deque(maxlen=_OUTPUT_TAIL)
+        try:
+            assert process.stdout is not None
+            async for line in output_lines(process.stdout):
+                tail.append(line)
+                await on_line(line)
+            returncode = await process.wait()
+        finally:
+            await kill_converter(process)  # cancelled or timed out: the conversion must not outlive the request
     if returncode != 0:
         raise ExportError(explain_failure(returncode, list(tail), source, directory.parent))
 
@@ -291,6 +317,14 @@ def _manifest(
         "libraries": library_versions(),
         "validation": validation,
     }
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:g} s"
 
 
 class _Reporter:

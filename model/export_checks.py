@@ -45,6 +45,8 @@ RECORDED_LIBRARIES = (
 _SIZE_FACTOR = {"fp32": 2.0, "fp16": 1.0, "int8": 0.6, None: 2.0}
 _FOUR_BIT_FACTOR = 0.45
 _DISK_MARGIN = 256 << 20
+# Free space a hub export needs when its size is unknown: a Phi-3-mini int4 export with room to spare.
+HUB_MINIMUM_FREE = 4 << 30
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # config.json key -> how a message names it.
@@ -99,15 +101,24 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def resolve_source(source: str, options: ExportOptions) -> Source:
-    """Find the checkpoint and read its layer widths (blocking: may ask the Hugging Face Hub)."""
+def resolve_source(
+    source: str, options: ExportOptions, *, local_allowed: bool = True, token: str | None = None
+) -> Source:
+    """Find the checkpoint, read its layer widths and size (blocking: may ask the Hugging Face Hub).
+
+    Without ``local_allowed`` (a chat request) ``source`` is always a hub id, even where a directory of
+    that name exists.
+    """
+    looks_local = source.startswith(("/", ".", "~")) or "\\" in source or not _HUB_ID.match(source)
+    if not local_allowed and looks_local:
+        raise ExportError(f"{source} is not a Hugging Face model id; local checkpoints are for `bot export`.")
     path = Path(source).expanduser()
-    if path.exists():
+    if local_allowed and path.exists():
         return _local_source(path)
-    if source.startswith(("/", ".", "~")) or "\\" in source or not _HUB_ID.match(source):
+    if looks_local:
         raise ExportError(f"The checkpoint directory {source} does not exist on this machine.")
-    config = _hub_config(source, options.cache_dir)
-    return Source("hub", source, widths=_widths(config))
+    config = _hub_config(source, options.cache_dir, token)
+    return Source("hub", source, widths=_widths(config), weight_bytes=_hub_weight_bytes(source, token))
 
 
 def check_group_size(source: Source, options: ExportOptions) -> None:
@@ -118,11 +129,17 @@ def check_group_size(source: Source, options: ExportOptions) -> None:
 
 
 def check_disk_space(source: Source, options: ExportOptions, target: Path) -> None:
-    """Refuse when the export clearly will not fit on the disk holding ``target``."""
-    if source.weight_bytes is None:
+    """Refuse when the export clearly will not fit on the disk holding ``target``.
+
+    A hub checkpoint whose file sizes the Hub did not give (offline, say) needs ``HUB_MINIMUM_FREE``.
+    """
+    if source.weight_bytes is not None:
+        factor = _SIZE_FACTOR.get(options.weight_format, _FOUR_BIT_FACTOR)
+        needed = int(source.weight_bytes * factor) + _DISK_MARGIN
+    elif source.kind == "hub":
+        needed = HUB_MINIMUM_FREE
+    else:
         return
-    factor = _SIZE_FACTOR.get(options.weight_format, _FOUR_BIT_FACTOR)
-    needed = int(source.weight_bytes * factor) + _DISK_MARGIN
     free = free_bytes(target)
     if free < needed:
         raise ExportError(
@@ -196,12 +213,12 @@ def _local_source(path: Path) -> Source:
     return Source("local", str(path.resolve()), widths=_widths(config), weight_bytes=weights)
 
 
-def _hub_config(repo_id: str, cache_dir: Path | None) -> dict[str, Any]:
+def _hub_config(repo_id: str, cache_dir: Path | None, token: str | None = None) -> dict[str, Any]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     try:
-        path = hf_hub_download(repo_id, "config.json", cache_dir=cache_dir)
+        path = hf_hub_download(repo_id, "config.json", cache_dir=cache_dir, token=token)
     except GatedRepoError:
         raise ExportError(f"{repo_id} is gated on the Hugging Face Hub: accept its licence and log in first.") from None
     except RepositoryNotFoundError:
@@ -214,6 +231,21 @@ def _hub_config(repo_id: str, cache_dir: Path | None) -> dict[str, Any]:
         ) from None
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+def _hub_weight_bytes(repo_id: str, token: str | None) -> int | None:
+    """The size of a hub checkpoint's weight files, or ``None`` when the Hub cannot say (offline, say)."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi(token=token).model_info(repo_id, files_metadata=True, timeout=30)
+    except Exception:  # offline or any hub trouble: the caller falls back to a fixed minimum
+        return None
+    files = {entry.rfilename: entry.size for entry in info.siblings or () if entry.size is not None}
+    # Repositories often carry the same weights twice (safetensors and .bin); the converter reads one.
+    suffixes = (".safetensors",) if any(name.endswith(".safetensors") for name in files) else _WEIGHT_SUFFIXES
+    sizes = [size for name, size in files.items() if name.endswith(suffixes)]
+    return sum(sizes) if sizes else None
 
 
 def _widths(config: dict[str, Any]) -> dict[str, int]:

@@ -11,8 +11,9 @@ The defaults are the reference parameters for Phi-3-mini on CPU::
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -126,6 +127,15 @@ class ExportOptions(BaseModel):
         reference = REFERENCE_OPTIONS.model_dump()
         return {name: value for name, value in self.model_dump(mode="json").items() if reference[name] != value}
 
+    def absolute(self) -> ExportOptions:
+        """These options with every path made absolute (the converter runs in a scratch directory)."""
+        update = {name: getattr(self, name).expanduser().absolute() for name in self.path_options()}
+        return self.model_copy(update=update)
+
+    def path_options(self) -> list[str]:
+        """The path-valued options that are set."""
+        return [name for name in PATH_FIELDS if getattr(self, name) is not None]
+
     def uses_groups(self) -> bool:
         """Whether weights are quantized in groups of ``group_size`` that must fit every layer."""
         if self.group_size in (None, -1) or self.group_size_fallback in ("ignore", "adjust"):
@@ -134,6 +144,8 @@ class ExportOptions(BaseModel):
 
 
 REFERENCE_OPTIONS = ExportOptions()
+# Options that name a place on the bot's machine: the terminal may set them, chat may not.
+PATH_FIELDS = tuple(name for name, field in ExportOptions.model_fields.items() if "Path" in str(field.annotation))
 
 
 def flag_of(name: str) -> str:
@@ -172,22 +184,24 @@ class ExportRequestError(ValueError):
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """A checkpoint to export (hub id or local directory) and how."""
+    """A checkpoint to export (hub id or, when ``local_allowed``, a local directory) and how."""
 
     source: str
     options: ExportOptions
+    local_allowed: bool = True
 
 
 EXPORT_USAGE = (
-    "Usage: /export [SOURCE] [--option VALUE ...] [--flag | --no-flag ...]\n"
-    f"SOURCE is a Hugging Face model id or a checkpoint directory on the bot's machine (default {DEFAULT_SOURCE}).\n"
+    "Usage: /export [SOURCE] [--option VALUE ...] [--flag | --no-flag ...]   or   /export cancel\n"
+    "SOURCE is a Hugging Face model id from the allowed list (BOT_EXPORT_SOURCES; the first is the default). "
+    "Local checkpoints and path options (--cache-dir, ...) are for `bot export` on the bot's machine.\n"
     f"Defaults: {REFERENCE_ARGS}.\n"
     "Options are optimum-cli's, e.g. --group-size 64, --ratio 0.8, --weight-format int8, --no-sym.\n"
     f"Example: /export {DEFAULT_SOURCE} --group-size 64"
 )
 
 
-def parse_export_argument(argument: str) -> ExportRequest:
+def parse_export_argument(argument: str, default_source: str = DEFAULT_SOURCE) -> ExportRequest:
     """Read ``[SOURCE] [--option VALUE] [--flag|--no-flag]`` as a chat admin typed it."""
     try:
         tokens = shlex.split(argument)
@@ -207,7 +221,7 @@ def parse_export_argument(argument: str) -> ExportRequest:
             values[name] = value
     if len(sources) > 1:
         raise ExportRequestError(f"Give one model to export, not {len(sources)}: {', '.join(sources)}.")
-    return ExportRequest(sources[0] if sources else DEFAULT_SOURCE, build_options(values))
+    return ExportRequest(sources[0] if sources else default_source, build_options(values))
 
 
 def build_options(values: Mapping[str, Any]) -> ExportOptions:
@@ -246,3 +260,37 @@ def _read_option(token: str, rest: list[str]) -> tuple[str, Any]:
 
 _BOOLEAN_FIELDS = frozenset(name for name, field in ExportOptions.model_fields.items() if field.annotation is bool)
 _KNOWN_OPTIONS = "Known options: " + ", ".join(flag_of(name) for name in ExportOptions.model_fields) + "."
+
+
+# model_kwargs keys that would name a place on the bot's machine, or turn on remote code, from chat.
+_UNSAFE_KWARG = re.compile(r"dir|path|file|folder|remote_code|token", re.IGNORECASE)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def chat_export_request(argument: str, allowed_sources: Sequence[str]) -> ExportRequest:
+    """Read a chat ``/export`` argument and hold it to what chat may ask for, or raise ``ExportRequestError``.
+
+    The source must be one of ``allowed_sources`` (hub ids; the first is the default), never a local path;
+    no path-valued option is accepted.  Remote code is thus only ever trusted for an allowlisted source.
+    """
+    allowed = [source for source in allowed_sources if _HUB_ID.match(source)]
+    if not allowed:
+        raise ExportRequestError("Exporting from chat is turned off: BOT_EXPORT_SOURCES lists no Hugging Face model.")
+    request = parse_export_argument(argument, default_source=allowed[0])
+    listing = f"Sources allowed from chat: {', '.join(allowed)}."
+    terminal = "Use `bot export` on the bot's machine for anything else."
+    if not _HUB_ID.match(request.source) or ".." in request.source:
+        raise ExportRequestError(f"Local paths cannot be exported from chat ({request.source}). {listing} {terminal}")
+    match = next((source for source in allowed if source.casefold() == request.source.casefold()), None)
+    if match is None:
+        raise ExportRequestError(f"{request.source} is not allowed from chat. {listing} {terminal}")
+    refused = ["--" + name.replace("_", "-") for name in request.options.path_options()]
+    if refused:
+        raise ExportRequestError(
+            f"{', '.join(refused)} cannot be set from chat: it names a place on the bot's machine. {terminal}"
+        )
+    kwargs = json.loads(request.options.model_kwargs) if request.options.model_kwargs else {}
+    unsafe = sorted(key for key in kwargs if _UNSAFE_KWARG.search(str(key)))
+    if unsafe:
+        raise ExportRequestError(f"--model-kwargs cannot set {', '.join(unsafe)} from chat. {terminal}")
+    return ExportRequest(match, request.options, local_allowed=False)

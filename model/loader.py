@@ -19,7 +19,7 @@ from typing import Any
 from model.batching_engine import DEFAULT_KV_CACHE_TOKENS, BatchingEngine
 from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
-from model.manifest import current_export
+from model.manifest import current_export, manifest_problem
 from model.openvino_engine import OpenVINOEngine
 from model.process_engine import ProcessEngine
 
@@ -54,8 +54,14 @@ def resolve_model_path(model_path: Path | None, models_dir: Path, *, progress: b
 
 
 def inspect_model(path: Path, context_size: int | None = None) -> ModelInfo:
-    """Check that ``path`` holds a complete model and read its family and context size."""
+    """Check that ``path`` holds a complete model and read its family and context size.
+
+    An export with a manifest must match its checksums (every file is hashed: blocking, run it in a thread).
+    """
     if path.is_dir():
+        problem = manifest_problem(path)
+        if problem:
+            raise ModelLoadError(problem)
         family, native_context, name = _inspect_openvino_dir(path)
     elif path.suffix.lower() == ".gguf":
         family, native_context, name = _inspect_gguf(path)

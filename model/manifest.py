@@ -17,8 +17,11 @@ import json
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,11 @@ MANIFEST_NAME = "export-manifest.json"
 CURRENT_NAME = "current.json"
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
+_HASH_THREADS = min(4, os.cpu_count() or 1)
+# Files whose change could change the model: weights, graphs, configs, tokenizers, templates, code.
+MODEL_FILE_SUFFIXES = frozenset(
+    {".xml", ".bin", ".json", ".safetensors", ".onnx", ".gguf", ".model", ".jinja", ".txt", ".tiktoken", ".py"}
+)
 
 
 def exports_dir(models_dir: Path) -> Path:
@@ -49,29 +57,64 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def export_files(directory: Path) -> dict[str, Path]:
+    """Every file under ``directory`` except the manifest, by relative POSIX path, sorted."""
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    files.pop(MANIFEST_NAME, None)
+    return dict(sorted(files.items()))
+
+
+def sha256_many(paths: Iterable[Path]) -> list[str]:
+    """sha256 of each file, several at once (hashlib releases the GIL, so threads use several cores)."""
+    with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
+        return list(pool.map(sha256_of, paths))
+
+
 def file_checksums(directory: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under ``directory`` except the manifest, by relative path."""
-    checksums: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if relative == MANIFEST_NAME:
-            continue
-        checksums[relative] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-    return checksums
+    files = export_files(directory)
+    digests = sha256_many(files.values())
+    return {
+        name: {"sha256": digest, "bytes": path.stat().st_size}
+        for (name, path), digest in zip(files.items(), digests, strict=True)
+    }
+
+
+def is_model_file(relative: str) -> bool:
+    """Whether a file of an export could change what the model does (hidden files and notes cannot)."""
+    path = PurePosixPath(relative)
+    return not any(part.startswith(".") for part in path.parts) and path.suffix.lower() in MODEL_FILE_SUFFIXES
 
 
 def checksum_mismatches(directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Files that are missing, extra or changed compared with the manifest's checksums."""
+    """Files that are missing, extra (model files only) or changed compared with the manifest's checksums."""
     recorded: dict[str, Any] = manifest.get("files", {})
-    actual = file_checksums(directory)
-    problems = [f"missing {name}" for name in recorded if name not in actual]
-    problems += [f"unexpected {name}" for name in actual if name not in recorded]
-    problems += [
-        f"changed {name}"
-        for name, entry in actual.items()
-        if name in recorded and recorded[name].get("sha256") != entry["sha256"]
-    ]
-    return problems
+    present = export_files(directory)
+    problems = [f"missing {name}" for name in recorded if name not in present]
+    problems += [f"unexpected {name}" for name in present if name not in recorded and is_model_file(name)]
+    listed = [name for name in recorded if name in present]
+    # A different size needs no hashing; the rest are hashed together.
+    resized = {name for name in listed if recorded[name].get("bytes") not in (None, present[name].stat().st_size)}
+    to_hash = [name for name in listed if name not in resized]
+    digests = dict(zip(to_hash, sha256_many(present[name] for name in to_hash), strict=True))
+    changed = resized | {name for name, digest in digests.items() if recorded[name].get("sha256") != digest}
+    return problems + [f"changed {name}" for name in listed if name in changed]
+
+
+def manifest_problem(directory: Path) -> str | None:
+    """Why ``directory`` does not match its manifest's checksums, or ``None`` (also when it has no manifest)."""
+    manifest = read_manifest(directory)
+    if manifest is None or not isinstance(manifest.get("files"), dict):
+        return None
+    started = time.monotonic()
+    problems = checksum_mismatches(directory, manifest)
+    log.info("Checked %s against %s in %.1f s", directory.name, MANIFEST_NAME, time.monotonic() - started)
+    if not problems:
+        return None
+    return (
+        f"The model at {directory} does not match its {MANIFEST_NAME}: {', '.join(problems)}. "
+        "It was changed or damaged after the export; export it again with `bot export`."
+    )
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:

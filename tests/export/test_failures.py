@@ -20,6 +20,7 @@ from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from model.switcher import ModelSwitcher
 from tests.export.conftest import RUNTIME, SharedEngine, manager_on, requires_export_extra
+from tests.export.converters import offline_hub
 
 pytestmark = requires_export_extra
 
@@ -85,23 +86,28 @@ async def test_hub_id_without_network_is_explained(monkeypatch: pytest.MonkeyPat
 
 
 async def test_failing_admin_export_keeps_the_old_model_answering(
-    engine: OpenVINOEngine, exported: ExportResult, session_models_dir: Path, tiny_checkpoint: Path
+    engine: OpenVINOEngine,
+    exported: ExportResult,
+    session_models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    cached = offline_hub(tmp_path, monkeypatch)  # a config only: enough for the checks before converting
     old = SharedEngine(engine)
     slot = EngineSlot(old)
     manager = manager_on(slot)
     target = ExportTarget(session_models_dir, "CPU", RUNTIME)
-    service = ExportService(ModelSwitcher(slot, "CPU", RUNTIME), target)
+    service = ExportService(ModelSwitcher(slot, "CPU", RUNTIME), target, allowed_sources=[cached, "acme/not-cached"])
     before = _snapshot(session_models_dir)
     lines: list[str] = []
 
     async def progress(line: str) -> None:
         lines.append(line)
 
-    missing = await service.export("admin", "/no/such/checkpoint", progress)
-    impossible = await service.export("admin", f"{tiny_checkpoint} --group-size 256", progress)
+    missing = await service.export("admin", "acme/not-cached", progress)
+    impossible = await service.export("admin", f"{cached} --group-size 256", progress)
 
-    assert missing.startswith("Export failed: The checkpoint directory /no/such/checkpoint does not exist")
+    assert missing.startswith("Export failed: Could not reach the Hugging Face Hub for acme/not-cached"), missing
     assert "Group size 256 does not divide the model's hidden size 128" in impossible
     for message in (missing, impossible):
         assert f"The current model ({engine.info.name}) keeps answering." in message

@@ -5,20 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from bot.export_service import _withdraw_export
-from model.export import child_environment
 from model.export_options import ExportOptions, ExportRequestError, parse_export_argument
+from model.export_process import child_environment
 from model.manifest import MANIFEST_FORMAT, current_export, set_current_export, write_manifest
 
 
-def test_chat_platform_secrets_are_withheld_from_the_export_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret")
-    monkeypatch.setenv("HF_HOME", "/tmp/hf")
-    environment = child_environment()
-    assert "DISCORD_TOKEN" not in environment and "SLACK_BOT_TOKEN" not in environment
-    assert environment["HF_HOME"] == "/tmp/hf"  # what the export itself needs stays
+def test_the_export_process_environment_is_built_from_an_allowlist() -> None:
+    bot = {
+        "DISCORD_TOKEN": "discord-secret",
+        "SLACK_BOT_TOKEN": "xoxb-secret",
+        "BOT_SLACK_SIGNING_SECRET": "signing",
+        "HF_TOKEN": "from-the-environment",
+        "DATABASE_URL": "postgres://secret",
+        "HF_HOME": "/tmp/hf",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_CACHE": "/tmp/t",
+        "LC_ALL": "C.UTF-8",
+        "https_proxy": "http://proxy:3128",
+        "PATH": "/usr/bin",
+    }
+    environment = child_environment(SecretStr("hf_from_settings"), bot)
+    assert {name: environment[name] for name in bot if name in environment} == {
+        "HF_TOKEN": "hf_from_settings",  # the settings' token, not whatever the environment held
+        "HF_HOME": "/tmp/hf",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_CACHE": "/tmp/t",
+        "LC_ALL": "C.UTF-8",
+        "https_proxy": "http://proxy:3128",
+        "PATH": "/usr/bin",
+    }
+    assert "HF_TOKEN" not in child_environment(None, bot)
 
 
 def test_quant_mode_replaces_the_reference_weight_format() -> None:

@@ -17,6 +17,7 @@ from model.manifest import current_export, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.export.conftest import SharedEngine, manager_on, requires_export_extra
+from tests.export.converters import offline_hub
 
 pytestmark = requires_export_extra
 
@@ -35,12 +36,19 @@ async def chatter(manager: ConversationManager, index: int, stop: asyncio.Event,
 
 
 async def test_admin_export_swaps_models_while_serving(
-    engine: OpenVINOEngine, tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: OpenVINOEngine,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    hub_id = offline_hub(tmp_path, monkeypatch, tiny_checkpoint)  # chat exports allowlisted hub ids only
     old = SharedEngine(engine)
     slot = EngineSlot(old)
     manager = manager_on(slot, max_new_tokens=8)
-    settings = Settings(data_dir=tmp_path / "data", ov_properties={"PERFORMANCE_HINT": "LATENCY"})
+    settings = Settings(
+        data_dir=tmp_path / "data", ov_properties={"PERFORMANCE_HINT": "LATENCY"}, export_sources=[hub_id]
+    )
     service: AdminActions = export_service(slot, settings)
     lines: list[str] = []
 
@@ -51,9 +59,9 @@ async def test_admin_export_swaps_models_while_serving(
     replies: list[Reply] = []
     busy = [asyncio.create_task(chatter(manager, i, stop, replies)) for i in range(3)]
     caplog.set_level(logging.INFO, logger="bot.audit")
-    first = asyncio.create_task(service.export("admin-1", f"{tiny_checkpoint} --ratio 0.6", progress))
+    first = asyncio.create_task(service.export("admin-1", f"{hub_id} --ratio 0.6", progress))
     await asyncio.sleep(0)  # the first request takes the export slot
-    second = await service.export("admin-2", str(tiny_checkpoint), progress)
+    second = await service.export("admin-2", hub_id, progress)
     message = await asyncio.wait_for(first, timeout=240)
     stop.set()
     await asyncio.gather(*busy)
@@ -80,7 +88,7 @@ async def test_admin_export_swaps_models_while_serving(
 
     audit = [record.getMessage() for record in caplog.records if record.name == "bot.audit"]
     assert any(
-        m.startswith("export requested by admin-1 at ") and f"source={tiny_checkpoint}" in m and '"ratio": 0.6' in m
+        m.startswith("export requested by admin-1 at ") and f"source={hub_id}" in m and '"ratio": 0.6' in m
         for m in audit
     ), audit
     assert any(m.startswith("export by admin-2 refused at ") and "already running" in m for m in audit), audit
