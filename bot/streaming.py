@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -16,14 +17,23 @@ from typing import Generic, Protocol, TypeVar
 
 from bot.lineup import first_of, in_line_text
 
+log = logging.getLogger(__name__)
+
 H = TypeVar("H")
 
 FENCE = "```"
 EMPTY_REPLY = "(The model returned an empty reply.)"
 # What an in-line message becomes when its reply failed or was stopped before any text (the reason follows apart).
 NO_REPLY = "(No reply.)"
+# What follows the text of a reply cut short (the engine failed, the bot stopped), so nobody takes it as complete.
+INTERRUPTED_MARK = "\n\n_(reply interrupted)_"
+# How long a cut reply may spend showing its mark: a stop must not wait on a platform that does not answer.
+MARK_TIMEOUT_S = 10.0
 # A wait shorter than this shows nothing: a message that is replaced at once is only noise.
 IN_LINE_AFTER_S = 1.0
+# After an update failed (past the client's own retries), the next optional one waits this long: a platform
+# that keeps failing must not slow the reply down by a full round of retries for every chunk.
+FAILED_UPDATE_PAUSE_S = 5.0
 # How soon an in-line update the edit budget refused is tried again.
 IN_LINE_RETRY_S = 0.5
 _MIN_LIMIT = 32
@@ -187,6 +197,11 @@ async def stream_to_sink(
     arrives by edits paced by ``budget``; text beyond ``limit`` continues in further
     messages.  When the stream ends every message holds exactly its part of
     ``split_message(full_text, limit)``; an in-line message never stays on screen.
+
+    Only the final text must arrive: a failed post or edit before it is logged and
+    skipped, and the final text's failure propagates.  A stream that ends by an
+    exception or a cancellation shows the text so far followed by ``INTERRUPTED_MARK``
+    (``NO_REPLY`` over an in-line message when there was no text yet), then re-raises.
     """
     view = LiveMessages(sink, budget, limit)
     text = ""
@@ -199,12 +214,23 @@ async def stream_to_sink(
                     await before_text.end()
                     await view.show(text, final=False)
     except BaseException:
-        if before_text.left_on_screen():
-            with contextlib.suppress(Exception):  # the failure being raised matters more than this one
-                await view.show(text if text.strip() else NO_REPLY, final=True)
+        cut = interrupted(text) if text.strip() else NO_REPLY if before_text.left_on_screen() else None
+        if cut is not None:
+            # The failure being raised matters more than one showing it; a stop waits for it only so long.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(MARK_TIMEOUT_S):
+                    await view.show(cut, final=True)
         raise
     await view.show(text if text.strip() else EMPTY_REPLY, final=True)
     return view.handles
+
+
+def interrupted(text: str) -> str:
+    """``text`` of a reply cut short, with ``INTERRUPTED_MARK`` after it (outside any code block left open)."""
+    body = text.rstrip()
+    if _open_fence(body) is not None:
+        body += "\n" + FENCE
+    return body + INTERRUPTED_MARK
 
 
 class BeforeText(Generic[H]):
@@ -259,8 +285,13 @@ class BeforeText(Generic[H]):
             await first_of([queued.moved(), self._ended.wait()], limit_s=limit_s)
 
     async def _put_place(self, text: str) -> bool:
-        # The first post must happen (a slash command left unanswered for seconds is dropped); updates are optional.
-        shown = await self._view.show(text, final=self._placed is None)
+        # The first post should happen soon (a slash command left unanswered for seconds is dropped); updates
+        # are optional.  Neither is the reply: one that failed is tried again and never stops the reply.
+        try:
+            shown = await self._view.show(text, final=self._placed is None)
+        except Exception as error:
+            log.warning("Could not show a reply's place in line: %s", error)
+            return False
         if shown:
             self._placed = text
         return shown
@@ -276,27 +307,53 @@ class LiveMessages(Generic[H]):
         self.handles: list[H] = []
         self._shown: list[str] = []
         self._edited_at: list[float] = []
+        self._paused_until = -math.inf  # no optional update before this time (one failed)
 
     async def show(self, text: str, *, final: bool) -> bool:
         """Bring the messages up to ``text``; return whether they show it all now.
 
         While streaming every post and edit is optional: one the budget cannot grant now
         is skipped (later text supersedes it), so a reply that finishes while the budget is
-        saturated is posted whole.  The ``final`` call posts everything that is not shown yet.
+        saturated is posted whole; one that fails is logged and skipped too.  The ``final``
+        call posts everything that is not shown yet; a part whose edit fails then is posted
+        anew (with the parts after it), and only a failure of that propagates.
         """
+        if not final and self._budget.now() < self._paused_until:
+            return False
         for index, part in enumerate(split_message(text, self._limit)):
             if index < len(self.handles) and self._shown[index] == part:
                 continue
             if final:
                 await self._budget.take()
-            elif not self._budget.try_take(self._edited_at[index] if index < len(self.handles) else -math.inf):
+                await self._put_final(index, part)
+                continue
+            if not self._budget.try_take(self._edited_at[index] if index < len(self.handles) else -math.inf):
                 return False  # the parts after this one wait for it, to keep their order
-            await self._put(index, part)
+            try:
+                await self._put(index, part)
+            except Exception as error:  # after the client's own retries: later text supersedes this one
+                log.warning("Could not update a message (it catches up later): %s", error)
+                self._paused_until = self._budget.now() + FAILED_UPDATE_PAUSE_S
+                return False
         return True
 
     def showing(self, text: str) -> bool:
         """Whether the messages show exactly ``text`` now."""
         return self._shown == split_message(text, self._limit)
+
+    async def _put_final(self, index: int, part: str) -> None:
+        if index >= len(self.handles):
+            await self._put(index, part)
+            return
+        try:
+            await self._sink.edit(self.handles[index], part)
+        except Exception as error:
+            # The message keeps its older text; the whole of it arrives in new messages from here on.
+            log.warning("Could not edit a message into its final text, posting it anew: %s", error)
+            del self.handles[index:], self._shown[index:], self._edited_at[index:]
+            await self._put(index, part)
+        else:
+            self._shown[index], self._edited_at[index] = part, self._budget.now()
 
     async def _put(self, index: int, part: str) -> None:
         if index < len(self.handles):

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from bot import streaming
 from bot.lineup import Changes, in_line_text
-from bot.streaming import EMPTY_REPLY, FENCE, NO_REPLY, EditBudget, split_message, stream_to_sink
+from bot.streaming import (
+    EMPTY_REPLY,
+    FENCE,
+    INTERRUPTED_MARK,
+    NO_REPLY,
+    EditBudget,
+    interrupted,
+    split_message,
+    stream_to_sink,
+)
 
 
 class RecordingSink:
@@ -268,3 +277,109 @@ async def test_a_reply_cancelled_while_in_line_leaves_no_in_line_text(quick_in_l
     with pytest.raises(asyncio.CancelledError):
         await streaming_task
     assert sink.messages == [NO_REPLY]
+
+
+# Failures on the platform's side, and replies cut short.
+
+
+class FlakySink(RecordingSink):
+    """A sink whose first ``failing_sends`` posts and first ``failing_edits`` edits raise (``None``: all of them)."""
+
+    def __init__(self, failing_sends: int | None = 0, failing_edits: int | None = 0) -> None:
+        super().__init__()
+        self.failing = {"send": failing_sends, "edit": failing_edits}
+        self.failed: list[str] = []
+
+    def _maybe_fail(self, call: str) -> None:
+        left = self.failing[call]
+        if left is None or left > 0:
+            self.failing[call] = None if left is None else left - 1
+            self.failed.append(call)
+            raise ConnectionError(f"{call} failed")
+
+    async def send(self, text: str) -> int:
+        self._maybe_fail("send")
+        return await super().send(text)
+
+    async def edit(self, handle: int, text: str) -> None:
+        self._maybe_fail("edit")
+        await super().edit(handle, text)
+
+
+def _fast_budget() -> EditBudget:
+    return EditBudget(per_message_interval=0.0, edits_per_second=1e9)
+
+
+async def _pieces(pieces: list[str], fail: BaseException | None = None) -> AsyncIterator[str]:
+    for piece in pieces:
+        await asyncio.sleep(0)
+        yield piece
+    if fail is not None:
+        raise fail
+
+
+async def test_failed_intermediate_edits_are_logged_and_the_reply_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    clock, sink = FakeClock(), FlakySink(failing_edits=2)
+    budget = EditBudget(per_message_interval=0.0, edits_per_second=1e9, clock=clock)
+    pieces = [f"word{i} " for i in range(8)]  # one every 3 s
+    with caplog.at_level("WARNING", logger="bot.streaming"):
+        assert await stream_to_sink(_chunks(pieces, clock, 3.0), sink, budget, 2000) == [0]
+    assert sink.failed == ["edit", "edit"]
+    assert sink.messages == ["".join(pieces)]
+    assert caplog.text.count("Could not update a message") == 2
+    # After each failure the next chunk shows nothing (a pause), the one after is tried again.
+    assert streaming.FAILED_UPDATE_PAUSE_S == 5.0
+    edits = [text for call, _, text in sink.calls if call == "edit"]
+    assert edits == ["".join(pieces[:6]), "".join(pieces[:7]), "".join(pieces)]
+
+
+async def test_a_failed_first_post_is_posted_with_later_text() -> None:
+    sink = FlakySink(failing_sends=1)
+    await stream_to_sink(_pieces(["Hello", " there", "."]), sink, _fast_budget(), 2000)
+    assert sink.failed == ["send"]
+    assert sink.calls == [("send", 0, "Hello there.")]  # after a pause: the final text
+
+
+async def test_a_final_edit_that_fails_posts_the_whole_text_anew() -> None:
+    sink = FlakySink(failing_edits=None)  # edits never work again
+    handles = await stream_to_sink(_pieces(["Hello", " there", "."]), sink, _fast_budget(), 2000)
+    assert handles == [1]
+    assert sink.messages == ["Hello", "Hello there."]  # the first stays as it was; the whole reply follows
+
+
+async def test_a_final_text_that_cannot_be_posted_raises() -> None:
+    sink = FlakySink(failing_sends=None)
+    with pytest.raises(ConnectionError, match="send failed"):
+        await stream_to_sink(_pieces(["Hello", "."]), sink, _fast_budget(), 2000)
+    assert sink.messages == []
+
+
+async def test_a_stream_failing_midway_shows_its_text_with_the_interrupted_mark() -> None:
+    sink = FlakySink()
+    with pytest.raises(RuntimeError, match="device"):
+        await stream_to_sink(_pieces(["Once", " upon"], RuntimeError("device lost")), sink, _fast_budget(), 2000)
+    assert sink.messages == ["Once upon" + INTERRUPTED_MARK]
+
+
+async def test_a_cancelled_stream_shows_its_text_with_the_interrupted_mark() -> None:
+    sink, more = RecordingSink(), asyncio.Event()
+
+    async def stalled() -> AsyncIterator[str]:
+        yield "Once upon a time"
+        await more.wait()  # the bot stops before the rest comes
+        yield "never"
+
+    streaming_task = asyncio.create_task(stream_to_sink(stalled(), sink, _fast_budget(), 2000))
+    await _wait_for(lambda: sink.messages)
+    streaming_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming_task
+    assert sink.messages == ["Once upon a time" + INTERRUPTED_MARK]
+
+
+async def test_the_interrupted_mark_comes_after_a_code_block_left_open() -> None:
+    sink = RecordingSink()
+    with pytest.raises(RuntimeError):
+        await stream_to_sink(_pieces(["```py\n", "print(1)\n"], RuntimeError("lost")), sink, _fast_budget(), 2000)
+    assert sink.messages == ["```py\nprint(1)\n```" + INTERRUPTED_MARK]
+    assert interrupted("Done.\n") == "Done." + INTERRUPTED_MARK

@@ -7,22 +7,38 @@ the process, so this module rewrites URLs on their way out of *one* client: its
 ``async_context`` variable for the serving task and its children (interaction
 responses, follow-ups), and its ``ws_connect`` (the first gateway connection;
 resume URLs the server hands out pass through).
+
+The same two request functions also retry what discord.py leaves unretried (see
+``retrying``): a 5xx other than 500/502/504/524 on REST, and a dropped connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import yarl
+from discord.errors import DiscordServerError
 from discord.gateway import DiscordWebSocket
 from discord.http import HTTPClient, Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
+log = logging.getLogger(__name__)
+
 _Request = Callable[..., Coroutine[Any, Any, Any]]
+# discord.py's HTTPClient retries these statuses itself (5 tries), and 429s after retry_after;
+# its webhook adapter (interaction responses, follow-ups) retries every 5xx and 429.
+LIBRARY_RETRIED = frozenset({500, 502, 504, 524})
+RETRIES = 3
+BACKOFF_S = 0.5
+# Repeating these cannot do anything twice.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -49,9 +65,48 @@ def _rebasing(request: _Request, endpoints: Endpoints) -> _Request:
     return rebased
 
 
+def retrying(request: _Request, *, server_errors: bool) -> _Request:
+    """``request`` retried ``RETRIES`` times, with exponential backoff and jitter, where discord.py gives up.
+
+    A dropped connection (reset, closed before the answer) is retried when repeating the
+    call is safe: it never connected, the method is idempotent, or the body carries a
+    nonce Discord enforces (discord.py adds one to every message it creates).  A
+    follow-up posted through a webhook has none, so it is not repeated.  With
+    ``server_errors`` a ``DiscordServerError`` discord.py did not retry (503) is too.
+    """
+
+    async def retried(route: Route, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(RETRIES + 1):
+            try:
+                return await request(route, *args, **kwargs)
+            except DiscordServerError as error:
+                if attempt == RETRIES or not server_errors or error.status in LIBRARY_RETRIED:
+                    raise
+                reason: Exception = error
+            except aiohttp.ClientConnectionError as error:
+                if attempt == RETRIES or not _repeatable(route, kwargs, error):
+                    raise
+                reason = error
+            delay = BACKOFF_S * 2**attempt * (1 + random.random())  # jitter, not a secret
+            log.warning("%s %s failed (%s); retrying in %.1f s", route.method, route.path, reason, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    return retried
+
+
+def _repeatable(route: Route, kwargs: dict[str, Any], error: aiohttp.ClientConnectionError) -> bool:
+    if kwargs.get("files") or kwargs.get("form") or kwargs.get("multipart"):
+        return False  # their streams were read by the failed attempt
+    if isinstance(error, aiohttp.ClientConnectorError) or route.method in _IDEMPOTENT:
+        return True
+    body = kwargs.get("json") or kwargs.get("payload")
+    return isinstance(body, dict) and bool(body.get("enforce_nonce")) and body.get("nonce") is not None
+
+
 def attach_rest(http: HTTPClient, endpoints: Endpoints) -> None:
-    """Send this client's REST calls to ``endpoints`` (only this instance is changed)."""
-    http.request = _rebasing(http.request, endpoints)  # type: ignore[method-assign]
+    """Send this client's REST calls to ``endpoints``, retried (``retrying``); only this instance is changed."""
+    http.request = retrying(_rebasing(http.request, endpoints), server_errors=True)  # type: ignore[method-assign]
 
 
 def attach_gateway(http: HTTPClient, gateway_url: str) -> None:
@@ -72,9 +127,10 @@ def attach_gateway(http: HTTPClient, gateway_url: str) -> None:
 
 @contextlib.contextmanager
 def webhooks_pointed_at(endpoints: Endpoints) -> Iterator[None]:
-    """Within this context (and tasks started from it) interaction responses go to ``endpoints``."""
+    """Within this context (and tasks started from it) interaction responses go to ``endpoints``, retried."""
     adapter = AsyncWebhookAdapter()  # type: ignore[no-untyped-call]  # discord.py leaves __init__ unannotated
-    adapter.request = _rebasing(adapter.request, endpoints)  # type: ignore[method-assign]
+    rebased = _rebasing(adapter.request, endpoints)
+    adapter.request = retrying(rebased, server_errors=False)  # type: ignore[method-assign]
     token = async_context.set(adapter)
     try:
         yield

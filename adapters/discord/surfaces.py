@@ -19,7 +19,12 @@ Interaction = discord.Interaction[discord.Client]
 class ChannelSurface:
     """A channel, thread or DM answering one message: the first post replies to it (no ping); PRIVATE posts too."""
 
-    def __init__(self, channel: discord.abc.Messageable, reply_to: discord.Message | None, pacing: Pacing) -> None:
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        reply_to: discord.Message | discord.PartialMessage | None,
+        pacing: Pacing,
+    ) -> None:
         self.pacing = pacing
         self._channel = channel
         self._reply_to = reply_to

@@ -14,7 +14,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import PlatformStartupError
@@ -47,14 +51,39 @@ class SlackConfig:
     http_path: str = "/slack/events"
 
 
+# Retries of a call that failed on the way (5xx, a dropped connection); 429s retry config.rate_limit_retries times.
+SERVER_ERROR_RETRIES = 3
+
+
+class _AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """slack_sdk's server error handler, for every 5xx: it knows only 500 and 503, and proxies answer 502 and 504."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and 500 <= response.status_code < 600
+
+
 def web_client(config: SlackConfig) -> AsyncWebClient:
-    """The Web API client for ``config.api_url``, retrying HTTP 429 after ``Retry-After``."""
+    """The Web API client for ``config.api_url``; it retries 429 (after ``Retry-After``), 5xx and dropped connections.
+
+    slack_sdk's retry handlers back off exponentially with jitter, a bounded number of times.
+    Bolt copies them into the client it hands listeners, and the slash command surfaces
+    reuse them for response_url calls.  A ``chat.postMessage`` whose connection dropped
+    after Slack took it may post twice: Slack offers no idempotency key to prevent that.
+    """
     return AsyncWebClient(
         token=config.bot_token,
         base_url=config.api_url if config.api_url.endswith("/") else config.api_url + "/",
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(),
+            AsyncConnectionErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
             AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+            _AnyServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
         ],
     )
 

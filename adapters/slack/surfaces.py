@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+from slack_sdk.webhook.webhook_response import WebhookResponse
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
 from adapters.slack.state import FollowedThreads
@@ -107,7 +109,7 @@ class CommandSurface(_SlackSurface):
     async def _answer(self, text: str, kind: Kind, *, replace: bool) -> None:
         self._responses += 1
         visibility = "ephemeral" if kind is Kind.PRIVATE else "in_channel"
-        response = await self._respond(escape(text), response_type=visibility, replace_original=replace)
+        response = await self._post_response(escape(text), response_type=visibility, replace_original=replace)
         # The webhook client returns an error status rather than raising (an expired or used-up response_url).
         if response.status_code >= 400:
             raise RuntimeError(f"Slack refused a slash command's response ({response.status_code}: {response.body})")
@@ -120,8 +122,23 @@ class CommandSurface(_SlackSurface):
         except SlackApiError as error:
             # The core's failure text cannot say why; the asker can fix this one.
             reason = str(error.response.get("error"))
-            await self._respond(CANNOT_POST.format(error=escape(reason)))
+            await self._post_response(CANNOT_POST.format(error=escape(reason)))
             raise SurfaceUnavailable(f"cannot post in {command.key.channel}: {reason}") from error
         self._threads[top.channel, ts] = command.key
         self._thread = ThreadSurface(self._client, top.channel, ts, self.pacing)
         return self._thread
+
+    async def _post_response(
+        self, text: str, *, response_type: str | None = None, replace_original: bool | None = None
+    ) -> WebhookResponse:
+        """Bolt's ``respond``, with the Web API client's retries (bolt's own retries only a dropped connection, once).
+
+        Without a response_url (never, for a slash command) bolt's ``respond`` says why.
+        """
+        url = self._respond.response_url
+        if url is None:
+            return await self._respond(text, response_type=response_type, replace_original=replace_original)
+        webhook = AsyncWebhookClient(
+            url=url, proxy=self._respond.proxy, ssl=self._respond.ssl, retry_handlers=list(self._client.retry_handlers)
+        )
+        return await webhook.send(text=text, response_type=response_type, replace_original=replace_original)

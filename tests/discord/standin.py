@@ -6,16 +6,21 @@ JSON encoding and whichever transport compression the client asks for in its URL
 (``zlib-stream`` with Z_SYNC_FLUSH per message, ``zstd-stream``, or none).  Every
 HTTP request is recorded (method, path under the API base, query, JSON body) and
 every message the bot posts is kept with the history of its edits, so tests can
-wait on what the bot did instead of sleeping.
+wait on what the bot did instead of sleeping.  A test can make the next calls of a
+route fail (``fail``): 429 with ``retry_after``, a 5xx, or a connection dropped before
+or after the stand-in carried the call out.  Like Discord, it creates a message once
+per ``nonce`` when the body asks for ``enforce_nonce`` (discord.py always does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +41,23 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Fault(enum.Enum):
+    """How a REST call the test made fail goes wrong."""
+
+    RATE_LIMITED = "rate_limited"  # HTTP 429 with retry_after, as Discord (behind its proxy) sends it
+    SERVER_ERROR = "server_error"  # a 5xx (``status``)
+    DROPPED = "dropped"  # the connection closes before any answer; the call is not carried out
+    DROPPED_AFTER = "dropped_after"  # the call is carried out, then the connection closes before the answer
+
+
+@dataclass
+class _Failing:
+    fault: Fault
+    left: int | None  # None: every call from now on
+    status: int
+    retry_after: float
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One HTTP request the bot made."""
@@ -45,6 +67,7 @@ class Recorded:
     query: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)  # when the stand-in received it
+    route: str = ""  # the route's name: create_message, edit_message, typing, callback, followup, edit_followup...
 
 
 @dataclass
@@ -103,6 +126,8 @@ class DiscordStandIn:
         self.closed_sessions: list[tuple[GatewaySession, int | None]] = []
         self.interactions: dict[str, Payload] = {}  # token -> the interaction dispatched
         self._originals: dict[str, Posted] = {}  # token -> the interaction's original response
+        self.failed: list[tuple[Recorded, Fault]] = []  # the requests the stand-in failed on purpose
+        self._failures: dict[str, list[_Failing]] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -115,7 +140,7 @@ class DiscordStandIn:
         return f"ws://127.0.0.1:{self._port}{path}"
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._record, self._authorize])
+        app = web.Application(middlewares=[self._record, self._authorize, self._inject_faults])
         self._add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -153,6 +178,19 @@ class DiscordStandIn:
             self.interactions[data["token"]] = data
         for session in self.sessions:
             await session.dispatch(event, data)
+
+    def fail(
+        self, route: str, fault: Fault, times: int | None = 1, *, status: int = 500, retry_after: float = 0.2
+    ) -> None:
+        """Make the next ``times`` calls of the route named ``route`` fail with ``fault`` (``None``: every call).
+
+        ``status`` is a ``SERVER_ERROR``'s status; ``retry_after`` a 429's wait in seconds.
+        """
+        self._failures.setdefault(route, []).append(_Failing(fault, times, status, retry_after))
+
+    def call_counts(self) -> Counter[str]:
+        """How many times each named route was called, failed calls included."""
+        return Counter(request.route for request in self.requests if request.route)
 
     def matching(self, method: str, path_start: str) -> list[Recorded]:
         """Recorded requests with this method whose path starts with ``path_start``."""
@@ -194,11 +232,45 @@ class DiscordStandIn:
             return await handler(request)
         body = await request.json() if request.can_read_body else None
         path = request.path.removeprefix(API)
-        self.requests.append(Recorded(request.method, path, dict(request.query), body))
+        route = request.match_info.route.name or ""
+        self.requests.append(Recorded(request.method, path, dict(request.query), body, route=route))
         log.info("%s %s %s", request.method, path, _summary(body))
-        response = await handler(request)
-        await self._notify()
-        return response
+        try:
+            return await handler(request)
+        finally:
+            await self._notify()
+
+    @web.middleware
+    async def _inject_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        failing = self._next_fault(request.match_info.route.name or "")
+        if failing is None:
+            return await handler(request)
+        self.failed.append((self.requests[-1], failing.fault))
+        if failing.fault is Fault.RATE_LIMITED:
+            body = {"message": "You are being rate limited.", "retry_after": failing.retry_after, "global": False}
+            # discord.py honours a 429 only from behind Discord's proxy (Via); anything else is Cloudflare's ban.
+            headers = {"Via": "1.1 google", "Retry-After": str(failing.retry_after)}
+            return web.Response(
+                body=json.dumps(body).encode(), status=429, content_type="application/json", headers=headers
+            )
+        if failing.fault is Fault.SERVER_ERROR:
+            return _json({"message": "Server error", "code": 0}, status=failing.status)
+        if failing.fault is Fault.DROPPED_AFTER:
+            await handler(request)
+        assert request.transport is not None
+        request.transport.close()
+        raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
+
+    def _next_fault(self, route: str) -> _Failing | None:
+        queue = self._failures.get(route)
+        if not queue:
+            return None
+        failing = queue[0]
+        if failing.left is not None:
+            failing.left -= 1
+            if failing.left <= 0:
+                queue.pop(0)
+        return failing
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -218,14 +290,17 @@ class DiscordStandIn:
         }
         for path, build in static.items():
             app.router.add_get(API + path, self._static(build))
-        app.router.add_put(f"{API}/applications/{{app}}/commands", self._commands)
-        app.router.add_post(f"{API}/users/@me/channels", self._open_dm)
-        app.router.add_post(f"{API}/channels/{{channel}}/messages", self._create_message)
-        app.router.add_patch(f"{API}/channels/{{channel}}/messages/{{message}}", self._edit_message)
-        app.router.add_post(f"{API}/channels/{{channel}}/typing", self._typing)
-        app.router.add_post(f"{API}/interactions/{{interaction}}/{{token}}/callback", self._callback)
-        app.router.add_post(f"{API}/webhooks/{{app}}/{{token}}", self._followup)
-        app.router.add_patch(f"{API}/webhooks/{{app}}/{{token}}/messages/{{message}}", self._edit_followup)
+        router = app.router
+        router.add_put(f"{API}/applications/{{app}}/commands", self._commands, name="commands")
+        router.add_post(f"{API}/users/@me/channels", self._open_dm, name="open_dm")
+        router.add_post(f"{API}/channels/{{channel}}/messages", self._create_message, name="create_message")
+        router.add_patch(f"{API}/channels/{{channel}}/messages/{{message}}", self._edit_message, name="edit_message")
+        router.add_post(f"{API}/channels/{{channel}}/typing", self._typing, name="typing")
+        router.add_post(f"{API}/interactions/{{interaction}}/{{token}}/callback", self._callback, name="callback")
+        router.add_post(f"{API}/webhooks/{{app}}/{{token}}", self._followup, name="followup")
+        router.add_patch(
+            f"{API}/webhooks/{{app}}/{{token}}/messages/{{message}}", self._edit_followup, name="edit_followup"
+        )
         for path in GATEWAY_PATHS:
             app.router.add_get(path, self._gateway)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -303,6 +378,11 @@ class DiscordStandIn:
         return self._originals[token]
 
     def _post(self, channel_id: str, body: Payload, *, webhook: bool = False) -> Payload:
+        if body.get("enforce_nonce") and body.get("nonce") is not None:
+            for earlier in self.posted:
+                first = earlier.bodies[0] if earlier.bodies else {}
+                if earlier.channel_id == channel_id and first.get("nonce") == body["nonce"]:
+                    return self._message_payload(earlier, webhook)  # Discord's answer to a repeated nonce
         message = Posted(str(payloads.new_id()), channel_id, [body.get("content", "")], [body], webhook)
         self.posted.append(message)
         return self._message_payload(message, webhook)

@@ -2,16 +2,19 @@
 
 Like bolt-python's own test servers, it speaks Slack's real HTTP and WebSocket
 protocols on 127.0.0.1, records every request and acknowledgement, and lets a test
-drive events and slash commands and make the next call of a method fail with 429.
+drive events and slash commands and make the next calls of a method fail (429 with
+Retry-After, 500, or a connection dropped before any answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,11 +30,27 @@ APP_ID = "A0000001"
 CLOSED_CHANNEL = "CCLOSED01"  # a channel the bot is not a member of
 
 T = TypeVar("T")
+DROPPED_STATUS = 0  # what ``ApiCall.status`` says of a call whose connection was dropped
+
+
+class Fault(enum.Enum):
+    """How a Web API call the test made fail goes wrong."""
+
+    RATE_LIMITED = "rate_limited"  # HTTP 429 with Retry-After
+    SERVER_ERROR = "server_error"  # HTTP 500
+    DROPPED = "dropped"  # the connection closes before any answer; the call is not carried out
+
+
+@dataclass
+class _Failing:
+    fault: Fault
+    left: int | None  # None: every call from now on
+    retry_after: int
 
 
 @dataclass
 class ApiCall:
-    """One Web API request as the stand-in received it."""
+    """One Web API request as the stand-in received it (``status`` 0: its connection was dropped)."""
 
     method: str
     params: dict[str, Any]
@@ -74,7 +93,7 @@ class SlackStandIn:
         self.timeline: list[Posted] = []
         self.sockets_opened = 0
         self._socket: web.WebSocketResponse | None = None
-        self._failures: dict[str, list[int]] = {}
+        self._failures: dict[str, list[_Failing]] = {}
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -111,7 +130,18 @@ class SlackStandIn:
 
     def fail_next(self, method: str, *, retry_after: int = 1) -> None:
         """Answer the next call of ``method`` with HTTP 429 and ``Retry-After``."""
-        self._failures.setdefault(method, []).append(retry_after)
+        self.fail(method, Fault.RATE_LIMITED, retry_after=retry_after)
+
+    def fail(self, method: str, fault: Fault, times: int | None = 1, *, retry_after: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``fault`` (``None``: every call from now on).
+
+        Queued after faults already waiting; ``retry_after`` is the 429's ``Retry-After`` in seconds.
+        """
+        self._failures.setdefault(method, []).append(_Failing(fault, times, retry_after))
+
+    def call_counts(self) -> Counter[str]:
+        """How many times each Web API method was called, failed calls included."""
+        return Counter(call.method for call in self.calls)
 
     async def send_event(self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0) -> str:
         """Deliver an Events API event over the socket; return the envelope id."""
@@ -196,16 +226,35 @@ class SlackStandIn:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         call = ApiCall(method, await _params(request), dict(request.headers))
-        failures = self._failures.get(method)
-        if failures:
-            call.status = 429
-            response = web.json_response(
-                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(failures.pop(0))}
-            )
-        else:
+        failing = self._next_fault(method)
+        if failing is None:
             response = web.json_response(self._answer(call))
+        elif failing.fault is Fault.RATE_LIMITED:
+            call.status = 429
+            headers = {"Retry-After": str(failing.retry_after)}
+            response = web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
+        elif failing.fault is Fault.SERVER_ERROR:
+            call.status = 500
+            response = web.json_response({"ok": False, "error": "internal_error"}, status=500)
+        else:
+            call.status = DROPPED_STATUS
         await self._record(lambda: self.calls.append(call))
+        if call.status == DROPPED_STATUS:
+            assert request.transport is not None
+            request.transport.close()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
         return response
+
+    def _next_fault(self, method: str) -> _Failing | None:
+        queue = self._failures.get(method)
+        if not queue:
+            return None
+        failing = queue[0]
+        if failing.left is not None:
+            failing.left -= 1
+            if failing.left <= 0:
+                queue.pop(0)
+        return failing
 
     def _answer(self, call: ApiCall) -> dict[str, Any]:
         expected = APP_TOKEN if call.method == "apps.connections.open" else BOT_TOKEN
