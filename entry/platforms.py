@@ -13,6 +13,7 @@ from typing import Any
 from adapters.base import Adapter
 from bot.core import Core
 from bot.settings import Settings, SettingsError
+from entry.observability import serve_observability
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,24 @@ def _slack(module: Any, settings: Settings) -> Adapter:
 
 
 BUILDERS = {"Discord": _discord, "Slack": _slack}
+
+
+async def run_observed(adapters: list[Adapter], core: Core, settings: Settings) -> None:
+    """``run_until_stopped`` with ``/metrics`` and ``/healthz`` served beside it when ``BOT_METRICS_PORT`` is set.
+
+    The core exists only once its model has loaded, so the model counts as loaded from here
+    until the platforms have stopped; each platform counts once its adapter says it is connected.
+    """
+    for adapter in adapters:
+        core.health.expect(adapter.platform)
+    core.health.model_loaded(True)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics_port is not None:
+                await stack.enter_async_context(serve_observability(core, settings.metrics_host, settings.metrics_port))
+            await run_until_stopped(adapters, core)
+    finally:
+        core.health.model_loaded(False)
 
 
 async def run_until_stopped(adapters: list[Adapter], core: Core, deadline_s: float = STOP_DEADLINE_S) -> None:

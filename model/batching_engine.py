@@ -102,6 +102,14 @@ class Scheduler:
         if request_id in self._queued or request_id in self._running:
             self._cancelled.add(request_id)
 
+    def cache_use(self) -> float | None:
+        """Share of the KV cache the latest step used, 0 to 1 (None if the pipeline cannot say)."""
+        try:
+            percent = float(self._pipeline.get_metrics().cache_usage)
+        except Exception:  # a reading is best effort; it must never stop the driver
+            return None
+        return min(max(percent / 100.0, 0.0), 1.0)
+
     def drop_queued(self) -> list[Event]:
         """End every request that has not started (the engine is closing)."""
         events: list[Event] = [(request_id, RequestEnd(None)) for request_id in self._queued]
@@ -218,6 +226,8 @@ class BatchingFrontend(abc.ABC):
         self.chat = chat
         self._info = info
         self._ids = itertools.count()
+        # Written by the thread that learns it (driver or reader), read at scrape time: a float swap is atomic.
+        self._kv_cache_use: float | None = None
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ov-tokenize")
 
     @property
@@ -229,6 +239,11 @@ class BatchingFrontend(abc.ABC):
     def control_tokens(self) -> frozenset[str]:
         """Strings the tokenizer turns into special token ids (found once, at load)."""
         return self.chat.control_tokens
+
+    @property
+    def kv_cache_use(self) -> float | None:
+        """Share of the KV cache in use after the latest step, 0 to 1; None before the first step."""
+        return self._kv_cache_use
 
     async def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as a prompt is tokenized (special tokens added), off the loop."""
@@ -319,6 +334,7 @@ class BatchingEngine(BatchingFrontend):
                 self._deliver(self._scheduler.drop_queued())
             if self._scheduler.busy:
                 self._deliver(self._scheduler.step())
+                self._kv_cache_use = self._scheduler.cache_use()
             elif self._closing:
                 break
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 ModelFamily = Literal["phi3", "generic"]
 
@@ -106,3 +106,19 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Release the model once no stream uses it any more."""
+
+
+@runtime_checkable
+class ReportsKvCacheUse(Protocol):
+    """An engine that knows how full its KV cache is (the continuous batching ones)."""
+
+    @property
+    def kv_cache_use(self) -> float | None:
+        """Share of the KV cache in use after the latest step, 0 to 1; None before the first step."""
+
+
+def kv_cache_use(engine: object) -> float | None:
+    """How full ``engine``'s KV cache is, 0 to 1, or None when it does not say (``LLMPipeline`` does not)."""
+    if isinstance(engine, ReportsKvCacheUse):
+        return engine.kv_cache_use
+    return None

@@ -9,8 +9,9 @@ talks to this process over a pipe:
 * parent → child: ``("load", info, device, properties, cache_tokens)`` once, then
   ``("submit", id, prompt, params)``, ``("cancel", id)`` and ``("close",)``;
 * child → parent: ``("ready", stop_ids, control_tokens)`` or ``("failed", message)``
-  after loading, then one ``("events", [...])`` per step with every request's new
-  ids and ends, and ``("closed",)`` before it exits.
+  after loading, then one ``("events", [...], kv_cache_use)`` per step with every
+  request's new ids and ends and the share of the KV cache in use, and ``("closed",)``
+  before it exits.
 
 The tokenizer is loaded a second time here (while the child compiles the model),
 so rendering, counting and detokenizing never wait on the child.  A reader thread
@@ -142,6 +143,7 @@ class ProcessEngine(BatchingFrontend):
         reason = "the model was unloaded"
         try:
             while (message := self._conn.recv())[0] == "events":
+                self._kv_cache_use = message[2]
                 self._dispatch(message[1])
         except (EOFError, OSError):
             reason = f"the model process stopped unexpectedly ({_exit_status(self._process)})"
@@ -254,6 +256,7 @@ def child_main(fd: int) -> None:
 def _serve(conn: Connection, scheduler: Scheduler) -> None:
     """Take messages (waiting only while idle), step, and send each step's events in one message."""
     closing = False
+    cache_use: float | None = None
     while True:
         for message in _receive(conn, wait=not scheduler.busy and not closing):
             if message[0] == "submit":
@@ -263,10 +266,12 @@ def _serve(conn: Connection, scheduler: Scheduler) -> None:
             else:
                 closing = True
         events = scheduler.drop_queued() if closing else []
+        used = cache_use
         if scheduler.busy:
             events += scheduler.step()
-        if events:
-            conn.send(("events", events))
+            cache_use = scheduler.cache_use()
+        if events or cache_use != used:
+            conn.send(("events", events, cache_use))
         if closing and not scheduler.busy:
             conn.send(("closed",))
             return

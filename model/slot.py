@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from model.engine import Engine
+from model.engine import Engine, kv_cache_use
 
 
 class EngineSlot:
@@ -25,6 +25,11 @@ class EngineSlot:
     def current(self) -> Engine:
         """The engine new replies will use."""
         return self._current
+
+    @property
+    def kv_cache_use(self) -> float | None:
+        """How full the current engine's KV cache is, 0 to 1; None when that engine does not say."""
+        return kv_cache_use(self._current)
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[Engine]:
