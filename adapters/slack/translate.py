@@ -100,6 +100,9 @@ def clean_text(text: str, bot_user_id: str) -> str:
 
 def _plain_span(span: str, bot_user_id: str) -> str:
     target, _, label = span.partition("|")
+    if not target:
+        # Not Slack's markup (it escapes a typed "<"): text such as "<|end|>" from an API client, kept as sent.
+        return f"<{span}>"
     if target.startswith("@"):
         return "" if target[1:] == bot_user_id else f"@{label or target[1:]}"
     if target.startswith("#"):

@@ -37,7 +37,8 @@ class SlackHarness:
         kind = "app_mention" if addressed else "message"
         shown, before = self._snapshot(), self._counter.count
         thread = self._thread if addressed else None
-        ts = await self._send(f"<@{BOT_USER_ID}> {text}" if addressed else text, user, kind, thread)
+        typed = escaped(text)
+        ts = await self._send(f"<@{BOT_USER_ID}> {typed}" if addressed else typed, user, kind, thread)
         if addressed and self._thread is None:
             self._thread = ts
         await self._counter.settled(before, expect_answer=addressed)
@@ -73,6 +74,11 @@ class SlackHarness:
 
     def _shown_since(self, snapshot: dict[int, int]) -> list[str]:
         return [p.text for p in self._standin.timeline if snapshot.get(id(p)) != len(p.texts)]
+
+
+def escaped(text: str) -> str:
+    """``text`` as Slack delivers what a user typed: ``&``, ``<`` and ``>`` escaped, so only markup uses ``<...>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @asynccontextmanager
