@@ -12,18 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
+from bot.accounting import ReplyAccount
 from bot.admin import AdminActions, AdminPolicy, audit_refusal
 from bot.admission import Admission, AdmissionLimits
-from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, format_stats, parse
+from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, Command, format_stats, parse
+from bot.health import Health
+from bot.inbox import Inbox, Unfinished
 from bot.lineup import Lineup
 from bot.manager import ConversationManager, PendingReset, Reply
+from bot.metrics import Metrics, Outcome
 from bot.ordering import Place
 from bot.streaming import LiveMessages, MessageSink, stream_to_sink
 from bot.surface import Kind, Surface, SurfaceUnavailable
+from bot.text_input import clean_incoming
 from bot.trimming import ContextTooSmall
 from bot.types import Identity, Incoming
 from model.engine import EngineError
@@ -36,7 +42,14 @@ DEFAULT_STOP_GRACE_S = 10.0
 
 PROGRESS_LINES_SHOWN = 10
 
+DEFAULT_RESTART_WINDOW_S = 900.0
+RESTARTED_NOTE = "The bot restarted before answering this message; answering it now."
+RESTARTING = "The bot is restarting; it will answer this message when it is back."
+ASK_AGAIN = "The bot restarted and this message is too old to answer now; please ask again."
+
 Work = Callable[[], Awaitable[object]]
+# How an adapter finds the place to answer a message recorded by an earlier run (None: it is gone).
+SurfaceFinder = Callable[[Unfinished], Awaitable[Surface | None]]
 
 
 class Core:
@@ -49,11 +62,25 @@ class Core:
         actions: AdminActions,
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
         admission: Admission | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        inbox: Inbox | None = None,
+        restart_window_s: float = DEFAULT_RESTART_WINDOW_S,
     ) -> None:
         self.manager = manager
+        self._inbox = inbox or Inbox.open(":memory:")
+        self._restart_window_s = restart_window_s
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
         self._admission = admission or Admission(AdmissionLimits())
         self._replies = 0  # replies waiting or being written, across every conversation
         self._lineup = Lineup(self._admission.limits.max_generating)
+        self.metrics.track(
+            waiting=lambda: self._replies - self._lineup.generating,
+            generating=lambda: self._lineup.generating,
+            kv_cache_use=lambda: manager.kv_cache_use,
+        )
+        self.metrics.model(manager.model_name)
         self._admins = admins
         self._actions = actions
         self._stop_grace_s = stop_grace_s
@@ -75,23 +102,41 @@ class Core:
         """How many answers are being worked on now."""
         return len(self._in_flight)
 
-    def submit(self, message: Incoming, surface: Surface) -> asyncio.Task[None]:
+    def submit(self, message: Incoming, surface: Surface, *, reply_to: str | None = None) -> asyncio.Task[None]:
         """Take ``message``'s place in its conversation now and answer it on ``surface`` in the background.
 
         Nothing here awaits, so whatever an adapter does after this call (acknowledging,
-        deferring) cannot let a later message overtake this one.  The returned task never
-        raises for a failed answer: the user is told and the error is logged.
+        deferring) cannot let a later message overtake this one.  A message with a platform id
+        (``message.message_id``) or a ``reply_to`` address is recorded in the inbox before this
+        returns: answered once however often it is delivered, and answered after a restart if the
+        bot stops first (``reply_to`` is what the adapter's ``resume`` needs to find the place
+        again).  The returned task never raises for a failed answer: the user is told and the
+        error is logged.
         """
+        message = clean_incoming(message)  # once, for every adapter: nothing after this sees raw bytes
         command = parse(message)
+        if not self.accepting:
+            self.metrics.message(message.key.platform, "refused")
+            return self._spawn(self._guarded(partial(surface.send, STOPPING, Kind.PRIVATE), message, surface), None)
+        row: int | None = None
+        if message.message_id is not None or reply_to is not None:
+            row = self._inbox.accept(message, reply_to=reply_to, answer=_is_chat(command))
+            if row is None:
+                log.debug("Skipped a repeated delivery of %s in %s", message.message_id, message.key)
+                return self._spawn(_nothing(), None)
+        return self._route(message, command, surface, row)
+
+    def _route(self, message: Incoming, command: Command, surface: Surface, row: int | None) -> asyncio.Task[None]:
         place: Place | None = None
         # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
         work: Work
-        if not self.accepting:
-            work = partial(surface.send, STOPPING, Kind.PRIVATE)
-        elif command.name in (None, "ask"):
+        if command.name in (None, "ask"):
             refusal = self._refusal(message, command.argument) if command.argument else None
             if command.argument and refusal is None:
-                return self._chat(message, command.argument, surface)
+                return self._chat(message, command.argument, surface, row)
+            self._count_refusal(message, refusal)
+            if row is not None:
+                self._inbox.done(row)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
             work = partial(surface.send, refusal or (HELP_TEXT if command.name is None else ASK_USAGE), Kind.PRIVATE)
         elif command.name == "reset":
@@ -104,19 +149,36 @@ class Core:
             work = partial(self._export, message.author, command.argument, surface)
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
+        if command.name not in (None, "ask"):
+            self.metrics.message(message.key.platform, "answered")
         return self._spawn(self._guarded(work, message, surface), place)
+
+    def _count_refusal(self, message: Incoming, refusal: str | None) -> None:
+        # Commands and the help a bare mention gets count as answered; a full line is "busy".
+        busy = refusal is not None and self._replies >= self._admission.limits.max_waiting
+        outcome: Outcome = "answered" if refusal is None else "busy" if busy else "refused"
+        self.metrics.message(message.key.platform, outcome)
 
     def _refusal(self, message: Incoming, text: str) -> str | None:
         return self._admission.refusal(message.author, text, self._replies, generating=self._lineup.generating)
 
-    def _chat(self, message: Incoming, text: str, surface: Surface) -> asyncio.Task[None]:
+    def _chat(
+        self, message: Incoming, text: str, surface: Surface, row: int | None, *, resumed: bool = False
+    ) -> asyncio.Task[None]:
         deadline_s = self._admission.limits.reply_deadline_s
-        reply = self.manager.reply(message.key, text, time_limit_s=deadline_s, lineup=self._lineup)
-        task = self._spawn(self._guarded(partial(self._answer, reply, surface), message, surface, reply), reply.place)
+        reply = self.manager.reply(message.key, text, time_limit_s=deadline_s, lineup=self._lineup, resumed=resumed)
+        note = RESTARTED_NOTE if resumed else None
+        work = partial(self._answer, reply, surface, note)
+        account = ReplyAccount(self.metrics, message, reply)
+        task = self._spawn(self._guarded(work, message, surface, reply, row, account), reply.place)
         self._replies += 1
 
         def finished(_: object) -> None:
             self._replies -= 1
+            account.close(cancelled=task.cancelled())
+            # A reply cancelled by a stop stays in the inbox: the next start answers it.
+            if row is not None and not task.cancelled():
+                self._inbox.done(row)
             # Time spent generating, not waiting: the busy answer multiplies it by the replies in line.
             if reply.generating_s is not None:
                 self._admission.timed(reply.generating_s)
@@ -171,14 +233,28 @@ class Core:
             task.add_done_callback(lambda _: place.leave())
         return task
 
-    async def _guarded(self, work: Work, message: Incoming, surface: Surface, reply: Reply | None = None) -> None:
+    async def _guarded(
+        self,
+        work: Work,
+        message: Incoming,
+        surface: Surface,
+        reply: Reply | None = None,
+        row: int | None = None,
+        account: ReplyAccount | None = None,
+    ) -> None:
         # A reply keeps its place until everything about it is shown, a failure included.
         async with reply if reply is not None else contextlib.nullcontext():
             try:
                 await work()
+            except asyncio.CancelledError:
+                if row is not None and not self.accepting:
+                    await self._tell_restarting(message, surface)
+                raise
             except SurfaceUnavailable as error:
                 log.warning("Could not answer %s in %s: %s", message.author, message.key, error)
             except Exception as error:  # the answer's boundary: tell the user in short, log it
+                if account is not None:
+                    account.failed = True
                 await self._tell_failure(error, message, surface)
 
     @staticmethod
@@ -191,7 +267,44 @@ class Core:
         except Exception as second:
             log.warning("Could not tell %s about the failure either: %s", message.author, second)
 
-    async def _answer(self, reply: Reply, surface: Surface) -> None:
+    @staticmethod
+    async def _tell_restarting(message: Incoming, surface: Surface) -> None:
+        # Already cancelled once: this send runs to its end unless the stop is forced.
+        try:
+            await surface.send(RESTARTING, Kind.NOTICE)
+        except Exception as error:
+            log.warning("Could not tell %s in %s that the bot is restarting: %s", message.author, message.key, error)
+
+    async def resume(self, platform: str, surface_for: SurfaceFinder) -> int:
+        """Answer the platform's messages that an earlier run accepted but never answered; return how many.
+
+        An adapter calls this once it can post, before it takes new events.  ``surface_for``
+        turns a recorded message back into the place to answer it (``None``: the place is gone).
+        Messages older than the restart window are told to ask again instead.
+        """
+        resumed = 0
+        for left in self._inbox.unfinished(platform):
+            resumed += self._resume_one(left, await surface_for(left))
+        if resumed:
+            log.info("Answering %d messages left unanswered when the bot stopped (%s)", resumed, platform)
+        return resumed
+
+    def _resume_one(self, left: Unfinished, surface: Surface | None) -> bool:
+        if not self.accepting:
+            return False  # stopping again: it stays for the next start
+        too_old = time.time() - left.received_at > self._restart_window_s
+        if surface is None or too_old:
+            self._inbox.done(left.id)
+            if surface is not None:
+                tell = partial(surface.send, ASK_AGAIN, Kind.NOTICE)
+                self._spawn(self._guarded(tell, left.message, surface), None)
+            return False
+        self._chat(left.message, parse(left.message).argument, surface, left.id, resumed=True)
+        return True
+
+    async def _answer(self, reply: Reply, surface: Surface, note: str | None = None) -> None:
+        if note is not None:
+            await surface.send(note, Kind.NOTICE)
         pacing = surface.pacing
         sink = KindSink(surface, Kind.REPLY)
         # The indicator shows only once the reply generates; until then its place in line does.
@@ -224,6 +337,15 @@ class Core:
             await view.show(latest(lines), final=True)
         # Its own message: a surface that may edit only so often (Slack's response_url) never loses it.
         await surface.send(outcome, Kind.PRIVATE)
+
+
+def _is_chat(command: Command) -> bool:
+    """Whether ``command`` asks the model something (the only messages answered after a restart)."""
+    return command.name in (None, "ask") and bool(command.argument)
+
+
+async def _nothing() -> None:
+    """The work of a message already answered (a repeated delivery)."""
 
 
 def latest(lines: list[str]) -> str:

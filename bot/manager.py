@@ -80,6 +80,10 @@ class Reply:
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
         self.generating_s: float | None = None  # how long it held its slot, once its chunks ended
+        # Answering again after a restart: the user's turn may be stored already.
+        self.resumed = False
+        # Cut short (failed, stopped, past its deadline): stored as interrupted, not as a complete answer.
+        self.interrupted = False
         self._chunks: AsyncGenerator[str] | None = None
         self._held = False
         self._lineup = lineup
@@ -179,15 +183,29 @@ class ConversationManager:
         """Name of the model that answers new messages."""
         return self._engines.current.info.name
 
+    @property
+    def kv_cache_use(self) -> float | None:
+        """How full the answering engine's KV cache is (0-1); ``None`` where the engine cannot tell."""
+        return self._engines.kv_cache_use
+
     def reply(
-        self, key: ConversationKey, text: str, *, time_limit_s: float | None = None, lineup: Lineup | None = None
+        self,
+        key: ConversationKey,
+        text: str,
+        *,
+        time_limit_s: float | None = None,
+        lineup: Lineup | None = None,
+        resumed: bool = False,
     ) -> Reply:
         """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``.
 
         ``time_limit_s`` after this call (waiting in line included) the reply stops at its next chunk, with a notice.
-        With a ``lineup``, the reply generates only while it holds one of the lineup's slots.
+        With a ``lineup``, the reply generates only while it holds one of the lineup's slots.  A ``resumed`` reply
+        answers a message again after a restart: its user turn is not stored twice.
         """
-        return Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
+        reply = Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
+        reply.resumed = resumed
+        return reply
 
     def reset(self, key: ConversationKey) -> PendingReset:
         """Forget a conversation's history once the messages before it are answered; await it for the turns removed.
@@ -216,20 +234,31 @@ class ConversationManager:
         try:
             await reply.place.wait()
             async with reply._generating(), self._engines.lease() as engine:
-                await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
+                await self._store_user_turn(reply)
                 stream = await self._start(engine, reply)
+                reply.interrupted = True  # until the stream runs to its end
                 try:
                     async for chunk in stream:
                         reply.text += chunk
                         yield chunk
                         if self._past_deadline(reply):
                             break
+                    else:
+                        reply.interrupted = False
                 finally:
                     await stream.aclose()
                     await self._record(reply, stream.stats)
         finally:
             if not reply._held:
                 reply.place.leave()
+
+    async def _store_user_turn(self, reply: Reply) -> None:
+        if reply.resumed:
+            # A run killed after storing the turn (and before any answer) must not leave it there twice.
+            last = await self._store.history(reply.key, 1)
+            if last and last[-1] == ChatMessage("user", reply.prompt_text):
+                return
+        await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
 
     def _past_deadline(self, reply: Reply) -> bool:
         if reply.deadline is None or asyncio.get_running_loop().time() < reply.deadline:
@@ -246,7 +275,7 @@ class ConversationManager:
     async def _record(self, reply: Reply, stats: ReplyStats | None) -> None:
         # A stopped reply keeps the text it showed, so the history matches what users saw.
         if reply.text:
-            await self._store.append(reply.key, ChatMessage("assistant", reply.text))
+            await self._store.append(reply.key, ChatMessage("assistant", reply.text), interrupted=reply.interrupted)
         reply.stats = stats
         if stats is not None:
             self._remember_stats(reply.key, stats)

@@ -13,18 +13,17 @@ import typer
 from adapters.base import Adapter, PlatformStartupError
 from adapters.console import ConsoleAdapter, answer_once
 from bot.core import Core
-from bot.logs import configure_logging
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError
 from bot.store import HistoryStoreError
 from bot.trimming import ContextTooSmall
 from entry.bench.run import FULL, QUICK, run_bench
 from entry.compose import open_core
 from entry.export_cli import export as export_command
-from entry.platforms import MissingExtra, load_adapters, run_until_stopped
+from entry.history_cli import history_app
+from entry.platforms import MissingExtra, load_adapters, run_observed
+from entry.startup import EXIT_BAD_SETTINGS, settings_or_exit
 from model.engine import EngineError, ModelLoadError
 from model.export_checks import ExportError
-
-EXIT_BAD_SETTINGS = 2
 
 app = typer.Typer(
     help="A self-hosted team-chat bot answering with a local OpenVINO model.",
@@ -32,16 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals would include settings and tokens
 )
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        typer.echo(f"Invalid settings:\n{error}", err=True)
-        raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    configure_logging(settings.log_level, settings.secrets())
-    return settings
 
 
 def _serve(settings: Settings, session: Callable[[Core], Awaitable[None]], *, persistent: bool) -> None:
@@ -73,7 +62,7 @@ def main(context: typer.Context) -> None:
 @app.command()
 def run() -> None:
     """Start every platform whose tokens are set; the console chat when none are."""
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         adapters = load_adapters(settings)
     except (MissingExtra, SettingsError) as error:
@@ -82,13 +71,13 @@ def run() -> None:
     if not adapters:
         chat()
         return
-    _serve(settings, lambda core: run_until_stopped(adapters, core), persistent=True)
+    _serve(settings, lambda core: run_observed(adapters, core, settings), persistent=True)
 
 
 @app.command()
 def chat() -> None:
     """Chat in the terminal; replies stream as they are generated."""
-    settings = _settings()
+    settings = settings_or_exit()
     console: Adapter = ConsoleAdapter(sys.stdout)
     _serve(settings, lambda core: console.serve(core, asyncio.Event()), persistent=True)
 
@@ -96,7 +85,7 @@ def chat() -> None:
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]) -> None:
     """Print one answer and exit."""
-    settings = _settings()
+    settings = settings_or_exit()
 
     async def one_answer(core: Core) -> None:
         if not await answer_once(core, question, sys.stdout, sys.stderr):
@@ -114,7 +103,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure how the bot serves many people (P1-P5) on the bundled model; write BENCHMARKS.md."""
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         report = asyncio.run(run_bench(settings, QUICK if quick else FULL, output, phi3_shape=phi3_shape))
     except (ModelLoadError, EngineError, ExportError) as error:
@@ -124,3 +113,4 @@ def bench(
 
 
 app.command("export")(export_command)
+app.add_typer(history_app, name="history")

@@ -11,10 +11,13 @@ from bot.admin import AdminPolicy
 from bot.admission import Admission, AdmissionLimits
 from bot.core import Core
 from bot.export_service import ExportService
+from bot.inbox import Inbox
 from bot.manager import ConversationConfig, ConversationManager
+from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.store import HistoryStore, MemoryHistoryStore, SQLiteHistoryStore
+from bot.store import HistoryStore, MemoryHistoryStore, Retention, SQLiteHistoryStore
 from model.export import ExportTarget
+from model.export_cleanup import clean_exports
 from model.loader import load_engine, load_process_engine, resolve_model_path
 from model.slot import EngineSlot
 from model.switcher import EngineLoader, ModelSwitcher, follow_current_export
@@ -73,12 +76,20 @@ async def load_engine_slot(settings: Settings, *, progress: bool = True) -> Engi
     return EngineSlot(await asyncio.to_thread(engine_loader(settings), path))
 
 
-def export_service(slot: EngineSlot, settings: Settings) -> ExportService:
+def export_service(slot: EngineSlot, settings: Settings, metrics: Metrics | None = None) -> ExportService:
     """Admin re-export into the settings' models directory, swapping into ``slot``."""
     properties = settings.runtime_properties()
     switcher = ModelSwitcher(slot, settings.device, properties, settings.context_size, load=engine_loader(settings))
-    target = ExportTarget(settings.models_dir, settings.device, properties)
-    return ExportService(switcher, target, pinned_model=settings.model_path)
+    target = ExportTarget(
+        settings.models_dir,
+        settings.device,
+        properties,
+        time_limit_s=settings.export_time_limit_s,
+        hf_token=settings.hf_token,
+    )
+    return ExportService(
+        switcher, target, allowed_sources=settings.export_sources, pinned_model=settings.model_path, metrics=metrics
+    )
 
 
 @asynccontextmanager
@@ -93,15 +104,34 @@ async def open_core(
     async with AsyncExitStack() as stack:
         slot = await load_engine_slot(settings, progress=progress)
         stack.push_async_callback(slot.aclose)
-        store: HistoryStore = await SQLiteHistoryStore.open(settings.history_db) if persistent else MemoryHistoryStore()
+        retention = Retention(settings.history_max_turns, settings.history_max_age_days)
+        store: HistoryStore = (
+            await SQLiteHistoryStore.open(settings.history_db, retention=retention)
+            if persistent
+            else MemoryHistoryStore()
+        )
         stack.push_async_callback(store.close)
-        exports = export_service(slot, settings)
+        # Leftovers of a killed export go, and old exports beyond BOT_EXPORTS_KEPT; what is served stays.
+        served = [slot.current.info.path, *([settings.model_path] if settings.model_path else [])]
+        await asyncio.to_thread(clean_exports, settings.models_dir, settings.exports_kept, served)
+        metrics = Metrics()
+        exports = export_service(slot, settings, metrics)
         if follow_exports and settings.model_path is None:
             stop = asyncio.Event()
             watcher = asyncio.create_task(follow_current_export(exports.switcher, settings.models_dir, stop))
             stack.push_async_callback(asyncio.wait, {watcher})
             stack.callback(stop.set)
+        inbox = Inbox.open(settings.history_db if persistent else ":memory:")
+        stack.callback(inbox.close)
         manager = ConversationManager(slot, store, conversation_config(settings))
-        core = Core(manager, admin_policy(settings), exports, admission=Admission(admission_limits(settings)))
+        core = Core(
+            manager,
+            admin_policy(settings),
+            exports,
+            metrics=metrics,
+            admission=Admission(admission_limits(settings)),
+            inbox=inbox,
+            restart_window_s=settings.restart_answer_within_s,
+        )
         stack.push_async_callback(core.aclose)  # runs first: nothing in flight outlives the store and engine
         yield core

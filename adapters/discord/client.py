@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import aiohttp
 import discord
@@ -17,6 +18,7 @@ from adapters.discord.endpoints import Endpoints, attach_gateway, attach_rest, w
 from adapters.discord.surfaces import ChannelSurface, Interaction, InteractionSurface
 from adapters.discord.translate import NO_MENTIONS, PLATFORM, TriggerPolicy, command_incoming, invite_url, to_incoming
 from bot.core import Core
+from bot.inbox import Unfinished
 from bot.streaming import EditBudget
 from bot.surface import Pacing
 
@@ -89,6 +91,8 @@ class DiscordAdapter:
         self._core = core
         with webhooks_pointed_at(self._endpoints):
             client = await self._start()
+            # Messages an earlier run accepted but never answered go first, before the gateway delivers new ones.
+            await core.resume(PLATFORM, partial(self._surface_for, client))
             await self._run(client, core, stop)
 
     async def on_message(self, message: discord.Message) -> None:
@@ -97,7 +101,37 @@ class DiscordAdapter:
         if found is not None:
             why, incoming = found
             log.info("Answering a %s in %s", why.value, incoming.key)
-            self._core.submit(incoming, ChannelSurface(message.channel, message, self._pacing))
+            incoming = replace(incoming, message_id=str(message.id))
+            surface = ChannelSurface(message.channel, message, self._pacing)
+            self._core.submit(incoming, surface, reply_to=f"{message.channel.id} {message.id}")
+
+    async def on_ready(self) -> None:
+        """The gateway session is up: the bot counts as connected for ``/healthz``."""
+        self._core.health.connected(PLATFORM, True)
+
+    async def on_resumed(self) -> None:
+        """A dropped gateway session resumed."""
+        self._core.health.connected(PLATFORM, True)
+
+    async def on_disconnect(self) -> None:
+        """The gateway dropped (discord.py reconnects): not ready until ready or resumed again."""
+        self._core.health.connected(PLATFORM, False)
+
+    async def _surface_for(self, client: discord.Client, left: Unfinished) -> ChannelSurface | None:
+        """Where to answer a message an earlier run accepted: its channel, as a reply to it."""
+        channel_id, _, message_id = (left.reply_to or "").partition(" ")
+        if not channel_id.isdigit() or not message_id.isdigit():
+            return None
+        try:
+            channel = client.get_channel(int(channel_id)) or await client.fetch_channel(int(channel_id))
+        except discord.HTTPException as error:
+            log.warning(
+                "Cannot answer %s after the restart: channel %s is gone (%s)", left.message.key, channel_id, error
+            )
+            return None
+        if not isinstance(channel, discord.TextChannel | discord.Thread | discord.DMChannel):
+            return None
+        return ChannelSurface(channel, channel.get_partial_message(int(message_id)), self._pacing)
 
     def on_command(self, interaction: Interaction, name: str, argument: str) -> None:
         """Hand a slash command to the core; it defers the response itself, after taking its place."""
@@ -140,6 +174,8 @@ class DiscordAdapter:
         client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS, guild_ready_timeout=timeout)
         attach_rest(client.http, self._endpoints)
         client.event(self.on_message)
+        for listener in (self.on_ready, self.on_resumed, self.on_disconnect):
+            client.event(listener)
         try:
             await client.login(self.config.token)
         except BaseException as error:
@@ -181,6 +217,7 @@ class DiscordAdapter:
             connection.cancel()
             await asyncio.wait({connection})
             await client.close()
+            core.health.connected(PLATFORM, False)
             log.info("Disconnected from Discord")
 
 

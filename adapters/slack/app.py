@@ -21,6 +21,7 @@ from adapters.slack.state import FollowedThreads, SeenEvents
 from adapters.slack.surfaces import CommandSurface, ThreadSurface
 from adapters.slack.translate import COMMANDS, PLATFORM, is_addressed, to_command, to_message
 from bot.core import Core
+from bot.inbox import Unfinished
 from bot.streaming import EditBudget
 from bot.surface import Pacing
 from bot.types import Identity, Incoming
@@ -48,8 +49,11 @@ class SlackAdapter:
         client = web_client(config)
         bot_user_id = await identify(client)
         listeners = Listeners(core, client, bot_user_id, config)
+        # Messages an earlier run accepted but never answered go first, before new events arrive.
+        await core.resume(PLATFORM, listeners.surface_for)
         close = await connect(listeners.build_app(), client, config)
         log.info("Slack adapter ready (%s mode) as %s", config.mode, bot_user_id)
+        core.health.connected(PLATFORM, True)  # the socket is open or the HTTP server listens
         self.ready.set()
         try:
             await stop.wait()
@@ -59,6 +63,7 @@ class SlackAdapter:
                 # Closing before the answers finish lets Slack hand new events to other connections at once.
                 await close()
             finally:
+                core.health.connected(PLATFORM, False)
                 await core.drain()
                 log.info("Slack adapter stopped")
 
@@ -84,6 +89,8 @@ class Listeners:
             signing_secret=self._config.signing_secret or "",
             # Socket Mode has no request signature; HTTP mode always verifies it.
             request_verification_enabled=self._config.mode == "http",
+            # Acknowledge an event only after its listener ran: by then the core has recorded the message.
+            process_before_response=True,
             logger=logging.getLogger("adapters.slack.bolt"),
         )
         app.use(self._refuse_when_stopping)
@@ -122,7 +129,17 @@ class Listeners:
         thread = (message.channel, message.thread_ts)
         key = self._threads[thread] = self._threads.recall(thread) or message.key
         surface = ThreadSurface(self._client, message.channel, message.thread_ts, self._pacing)
-        self._core.submit(Incoming(key, Identity(PLATFORM, message.user), message.text), surface)
+        incoming = Incoming(key, Identity(PLATFORM, message.user), message.text, message_id=message.message_id)
+        # Recorded before this listener returns, so before Bolt acknowledges the event (process_before_response).
+        self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}")
+
+    async def surface_for(self, left: Unfinished) -> ThreadSurface | None:
+        """Where to answer a message an earlier run accepted: the thread it was answered in."""
+        channel, _, thread_ts = (left.reply_to or "").partition(" ")
+        if not channel or not thread_ts:
+            return None
+        self._threads[channel, thread_ts] = left.message.key
+        return ThreadSurface(self._client, channel, thread_ts, self._pacing)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         incoming = to_command(command, self._bot_user_id)

@@ -13,7 +13,10 @@ from a user of its own.  Then:
 - the Discord gateway heartbeat stays on time (the stand-in times every heartbeat, and
   discord.py logs no "Can't keep up");
 - the bot is quiet soon after the last generation ends: every final text is delivered
-  within ``QUIET_BOUND_S``.
+  within ``QUIET_BOUND_S``;
+- ``/metrics``, scraped while replies are still being written and again at the end, agrees
+  with the chats: answered and busy per platform, and replies written plus replies in
+  flight equal all replies.
 
 Loop lag (a 10 ms asyncio timer) is measured and printed, never asserted: timing targets
 belong to the benchmarks.
@@ -38,7 +41,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from adapters.base import Adapter
@@ -53,6 +58,7 @@ from bot.streaming import EMPTY_REPLY, split_message
 from bot.surface import Kind
 from bot.types import Incoming
 from entry.compose import open_core
+from entry.observability import bound_port, serve_observability
 from entry.platforms import load_adapters, run_until_stopped
 from tests.behaviour.harness import wait_until
 from tests.discord import payloads
@@ -344,6 +350,48 @@ def heartbeat_lateness(discord: DiscordStandIn, now: float) -> list[float]:
     return [later - earlier - HEARTBEAT_INTERVAL_S for earlier, later in itertools.pairwise(beats)]
 
 
+async def scrape(port: int) -> str:
+    """The text of ``/metrics``, as Prometheus reads it."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        return await response.text()
+
+
+def samples(scraped: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape by (name, sorted labels)."""
+    found = {}
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def check_scrapes(run: Run, judged: list[tuple[str, str | None]], sent: list[Mention]) -> None:
+    """The scrapes agree with what the stand-ins saw: per platform, answered and busy as counted from the chats."""
+    during, after = samples(run.scrape_during), samples(run.scrape_after)
+    for platform in ("discord", "slack"):
+        kinds = [kind for (kind, _), mention in zip(judged, sent, strict=True) if mention.platform == platform]
+        for outcome, kind in (("answered", "reply"), ("busy", "busy")):
+            key = ("bot_messages_total", (("outcome", outcome), ("platform", platform)))
+            assert after.get(key, 0.0) == kinds.count(kind), f"{platform} {outcome}: {after.get(key)} scraped"
+        # Every busy answer is given as its mention arrives: all of them were counted by the first scrape.
+        busy = ("bot_messages_total", (("outcome", "busy"), ("platform", platform)))
+        assert during.get(busy, 0.0) == kinds.count("busy")
+    in_flight = during[("bot_replies_waiting", ())] + during[("bot_replies_generating", ())]
+    answered = sum(
+        value
+        for (name, labels), value in during.items()
+        if name == "bot_messages_total" and ("outcome", "answered") in labels
+    )
+    # One consistent snapshot: the replies already written plus those still in flight are all the replies.
+    assert answered + in_flight == sum(1 for kind, _ in judged if kind == "reply")
+    assert not any(
+        name == "bot_messages_total" and ("outcome", bad) in labels
+        for (name, labels) in after
+        for bad in ("failed", "refused", "interrupted")
+    )
+
+
 def check_heartbeat(run: Run, warnings: list[str]) -> None:
     """One gateway session throughout, every heartbeat on time, and discord.py never fell behind."""
     lateness = run.lateness
@@ -363,6 +411,8 @@ class Run:
     lag: LoopLag = field(default_factory=LoopLag)
     lateness: list[float] = field(default_factory=list)
     gateway_sessions: int = 0  # sessions the stand-in saw before the stop (a late heartbeat makes discord.py reconnect)
+    scrape_during: str = ""  # /metrics once all 500 mentions reached the core, replies still being written
+    scrape_after: str = ""  # /metrics once every reply was written
 
     def report(self, kinds: dict[str, int], quiet_s: float) -> None:
         """Print the figures of the run (kept in the CI log with ``-s``)."""
@@ -386,14 +436,21 @@ async def run_load(
     """
     adapters = [with_test_budget(adapter) for adapter in load_adapters(settings)]
     limits = {adapter.platform: message_limit(adapter) for adapter in adapters}
-    async with open_core(settings, progress=False) as core, serving(adapters, core, discord):
+    async with (
+        open_core(settings, progress=False) as core,
+        serve_observability(core, "127.0.0.1", 0) as endpoint,
+        serving(adapters, core, discord),
+    ):
         submitted = count_submits(core)
         ticking = asyncio.create_task(run.lag.tick())
         first = time.monotonic()
         sent = await send_all(mentions(), discord, slack)
         run.sent_in_s = time.monotonic() - first
-        await wait_until(lambda: len(submitted) >= MENTIONS and core.in_flight == 0, ANSWERED_WITHIN_S)
+        await wait_until(lambda: len(submitted) >= MENTIONS, ANSWERED_WITHIN_S)
+        run.scrape_during = await scrape(bound_port(endpoint))
+        await wait_until(lambda: core.in_flight == 0, ANSWERED_WITHIN_S)
         run.answered_in_s = time.monotonic() - first
+        run.scrape_after = await scrape(bound_port(endpoint))
         ticking.cancel()
         run.lateness = heartbeat_lateness(discord, time.monotonic())
         run.gateway_sessions = len(discord.sessions) + len(discord.closed_sessions)
@@ -434,3 +491,10 @@ async def test_500_mentions_from_50_channels_on_both_platforms(
     assert kinds["reply"] > 0 and kinds["busy"] > 0, kinds
     assert quiet_s <= QUIET_BOUND_S, f"final texts still arriving {quiet_s:.2f} s after the last generation"
     check_heartbeat(run, [record.getMessage() for record in caplog.records if record.name == "discord.gateway"])
+    check_scrapes(run, judged, sent)
+    # The figures the README's operations section quotes.
+    print(
+        "\n".join(
+            line for line in run.scrape_during.splitlines() if not line.startswith("#") and "_created" not in line
+        )
+    )
