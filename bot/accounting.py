@@ -14,12 +14,19 @@ replies_log = logging.getLogger("bot.replies")
 
 
 class ReplyAccount:
-    """One model reply: its outcome, timings and token counts, recorded when its task ends."""
+    """One model reply's bookkeeping: its inbox row, outcome, timings and token counts, recorded when it ends."""
 
     def __init__(
-        self, metrics: Metrics, message: Incoming, reply: Reply, clock: Callable[[], float] = time.monotonic
+        self,
+        metrics: Metrics,
+        message: Incoming,
+        reply: Reply,
+        row: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.row = row  # the message's inbox row, if it has one
         self.failed = False  # set when the user was told the reply failed
+        self.stopped = False  # set when a stop cancelled it: its inbox row stays for the next start
         self._metrics = metrics
         self._message = message
         self._reply = reply
@@ -30,7 +37,7 @@ class ReplyAccount:
         """How the reply ended: cut by a stop or its deadline, failed, or answered in full."""
         if self.failed:
             return "failed"
-        if cancelled or self._reply.interrupted:
+        if cancelled or self.stopped or self._reply.interrupted:
             return "interrupted"
         return "answered"
 

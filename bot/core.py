@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
@@ -45,6 +46,7 @@ PROGRESS_LINES_SHOWN = 10
 DEFAULT_RESTART_WINDOW_S = 900.0
 RESTARTED_NOTE = "The bot restarted before answering this message; answering it now."
 RESTARTING = "The bot is restarting; it will answer this message when it is back."
+RESTARTING_ASK_AGAIN = "The bot is restarting; please ask again in a minute."
 ASK_AGAIN = "The bot restarted and this message is too old to answer now; please ask again."
 
 Work = Callable[[], Awaitable[object]]
@@ -120,10 +122,14 @@ class Core:
             return self._spawn(self._guarded(partial(surface.send, STOPPING, Kind.PRIVATE), message, surface), None)
         row: int | None = None
         if message.message_id is not None or reply_to is not None:
-            row = self._inbox.accept(message, reply_to=reply_to, answer=_is_chat(command))
-            if row is None:
-                log.debug("Skipped a repeated delivery of %s in %s", message.message_id, message.key)
-                return self._spawn(_nothing(), None)
+            try:
+                row = self._inbox.accept(message, reply_to=reply_to, answer=_is_chat(command))
+            except sqlite3.Error as error:  # answered all the same, only not after a restart
+                log.error("Could not record a message from %s in the inbox: %s", message.author, error)
+            else:
+                if row is None:
+                    log.debug("Skipped a repeated delivery of %s in %s", message.message_id, message.key)
+                    return self._spawn(_nothing(), None)
         return self._route(message, command, surface, row)
 
     def _route(self, message: Incoming, command: Command, surface: Surface, row: int | None) -> asyncio.Task[None]:
@@ -135,8 +141,7 @@ class Core:
             if command.argument and refusal is None:
                 return self._chat(message, command.argument, surface, row)
             self._count_refusal(message, refusal)
-            if row is not None:
-                self._inbox.done(row)
+            self._finish_row(row)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
             work = partial(surface.send, refusal or (HELP_TEXT if command.name is None else ASK_USAGE), Kind.PRIVATE)
         elif command.name == "reset":
@@ -168,17 +173,17 @@ class Core:
         deadline_s = self._admission.limits.reply_deadline_s
         reply = self.manager.reply(message.key, text, time_limit_s=deadline_s, lineup=self._lineup, resumed=resumed)
         note = RESTARTED_NOTE if resumed else None
-        work = partial(self._answer, reply, surface, note)
-        account = ReplyAccount(self.metrics, message, reply)
-        task = self._spawn(self._guarded(work, message, surface, reply, row, account), reply.place)
+        account = ReplyAccount(self.metrics, message, reply, row)
+        work = partial(self._answer, reply, surface, note, account)
+        task = self._spawn(self._guarded(work, message, surface, reply, account), reply.place)
         self._replies += 1
 
         def finished(_: object) -> None:
             self._replies -= 1
-            account.close(cancelled=task.cancelled())
             # A reply cancelled by a stop stays in the inbox: the next start answers it.
-            if row is not None and not task.cancelled():
-                self._inbox.done(row)
+            if not (task.cancelled() or account.stopped):
+                self._finish_row(account.row)
+            account.close(cancelled=task.cancelled())
             # Time spent generating, not waiting: the busy answer multiplies it by the replies in line.
             if reply.generating_s is not None:
                 self._admission.timed(reply.generating_s)
@@ -239,7 +244,6 @@ class Core:
         message: Incoming,
         surface: Surface,
         reply: Reply | None = None,
-        row: int | None = None,
         account: ReplyAccount | None = None,
     ) -> None:
         # A reply keeps its place until everything about it is shown, a failure included.
@@ -247,10 +251,13 @@ class Core:
             try:
                 await work()
             except asyncio.CancelledError:
-                if row is not None and not self.accepting:
-                    await self._tell_restarting(message, surface)
+                if account is not None and not self.accepting:
+                    account.stopped = True
+                    await self._tell_restarting(message, surface, answered_later=account.row is not None)
                 raise
             except SurfaceUnavailable as error:
+                if account is not None:
+                    account.failed = True
                 log.warning("Could not answer %s in %s: %s", message.author, message.key, error)
             except Exception as error:  # the answer's boundary: tell the user in short, log it
                 if account is not None:
@@ -268,10 +275,10 @@ class Core:
             log.warning("Could not tell %s about the failure either: %s", message.author, second)
 
     @staticmethod
-    async def _tell_restarting(message: Incoming, surface: Surface) -> None:
+    async def _tell_restarting(message: Incoming, surface: Surface, *, answered_later: bool) -> None:
         # Already cancelled once: this send runs to its end unless the stop is forced.
         try:
-            await surface.send(RESTARTING, Kind.NOTICE)
+            await surface.send(RESTARTING if answered_later else RESTARTING_ASK_AGAIN, Kind.NOTICE)
         except Exception as error:
             log.warning("Could not tell %s in %s that the bot is restarting: %s", message.author, message.key, error)
 
@@ -284,7 +291,14 @@ class Core:
         """
         resumed = 0
         for left in self._inbox.unfinished(platform):
-            resumed += self._resume_one(left, await surface_for(left))
+            try:
+                surface = await surface_for(left)
+            except Exception:  # one lost place must not keep the platform (or the next rows) from starting
+                log.exception(
+                    "Cannot find where to answer %s after the restart; trying again at the next start", left.message.key
+                )
+                continue
+            resumed += self._resume_one(left, surface)
         if resumed:
             log.info("Answering %d messages left unanswered when the bot stopped (%s)", resumed, platform)
         return resumed
@@ -294,15 +308,25 @@ class Core:
             return False  # stopping again: it stays for the next start
         too_old = time.time() - left.received_at > self._restart_window_s
         if surface is None or too_old:
-            self._inbox.done(left.id)
+            self._finish_row(left.id)
             if surface is not None:
+                self.metrics.message(left.message.key.platform, "refused")
                 tell = partial(surface.send, ASK_AGAIN, Kind.NOTICE)
                 self._spawn(self._guarded(tell, left.message, surface), None)
             return False
         self._chat(left.message, parse(left.message).argument, surface, left.id, resumed=True)
         return True
 
-    async def _answer(self, reply: Reply, surface: Surface, note: str | None = None) -> None:
+    def _finish_row(self, row: int | None) -> None:
+        """The message is answered (or told why not): it is not answered again after a restart."""
+        if row is None:
+            return
+        try:
+            self._inbox.done(row)
+        except sqlite3.Error as error:  # it may be answered once more after a restart; nothing is lost
+            log.error("Could not mark message %d answered in the inbox: %s", row, error)
+
+    async def _answer(self, reply: Reply, surface: Surface, note: str | None, account: ReplyAccount) -> None:
         if note is not None:
             await surface.send(note, Kind.NOTICE)
         pacing = surface.pacing
@@ -310,6 +334,9 @@ class Core:
         # The indicator shows only once the reply generates; until then its place in line does.
         waiting = surface.indicate(Kind.REPLY)
         await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting, queued=reply)
+        # Delivered and stored: a stop from here on must not answer it again at the next start.
+        self._finish_row(account.row)
+        account.row = None
         for notice in reply.notices:
             await surface.send(notice, Kind.NOTICE)
 

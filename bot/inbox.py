@@ -42,9 +42,12 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE UNIQUE INDEX IF NOT EXISTS inbox_by_message ON inbox (platform, channel, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS inbox_unfinished ON inbox (platform, state) WHERE state != 'done';
+CREATE INDEX IF NOT EXISTS inbox_by_age ON inbox (state, updated_at);
 """
 # A finished row only de-duplicates: platforms redeliver within minutes, so a day is plenty.
 DONE_KEPT_S = 24 * 3600.0
+# A message never finished (its platform no longer configured, say) is kept this long, then forgotten.
+UNFINISHED_KEPT_S = 7 * 24 * 3600.0
 # Old finished rows are deleted at open and after every this many accepted messages.
 FORGET_EVERY = 1000
 
@@ -84,7 +87,8 @@ class Inbox:
         connection.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL survives a killed process (only an OS crash may lose the last commits).
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=5000")
+        # Short: the loop waits meanwhile; a write that still fails is logged and the message answered anyway.
+        connection.execute("PRAGMA busy_timeout=1000")
         connection.executescript(_SCHEMA)
         inbox = cls(connection, clock)
         inbox.forget_done()
@@ -138,9 +142,11 @@ class Inbox:
         return [_unfinished(platform, *row) for row in rows]
 
     def forget_done(self) -> int:
-        """Delete finished rows older than a day; return how many."""
+        """Delete finished rows older than a day and unfinished ones older than a week; return how many."""
+        now = self._clock()
         cursor = self._db.execute(
-            "DELETE FROM inbox WHERE state = 'done' AND updated_at < ?", (self._clock() - DONE_KEPT_S,)
+            "DELETE FROM inbox WHERE (state = 'done' AND updated_at < ?) OR (state != 'done' AND updated_at < ?)",
+            (now - DONE_KEPT_S, now - UNFINISHED_KEPT_S),
         )
         return cursor.rowcount
 
