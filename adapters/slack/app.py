@@ -17,7 +17,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.connection import SlackConfig, connect, identify, web_client
-from adapters.slack.state import FollowedThreads, SeenEvents
+from adapters.slack.state import FollowedThreads
 from adapters.slack.surfaces import CommandSurface, ThreadSurface
 from adapters.slack.translate import COMMANDS, PLATFORM, is_addressed, to_command, to_message
 from bot.core import Core
@@ -77,7 +77,6 @@ class Listeners:
         self._client = client
         self._bot_user_id = bot_user_id
         self._config = config
-        self._seen = SeenEvents()
         self._threads = FollowedThreads()
         budget = EditBudget(config.edit_interval_s, config.edits_per_minute / 60)
         self._pacing = Pacing(budget, config.message_limit)
@@ -109,7 +108,7 @@ class Listeners:
             return BoltResponse(status=503, body="stopping")
         return await next()
 
-    async def _on_event(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def _on_event(self, event: dict[str, Any]) -> None:
         addressed = is_addressed(
             event,
             mentioned=event.get("type") == "app_mention",
@@ -121,16 +120,13 @@ class Listeners:
         # A file without a caption in a watched channel or thread is no question; a bare mention or DM gets help.
         if message is None or not (message.text or personal):
             return
-        # A retry repeats the event_id; app_mention + message repeat the message.
-        if not self._seen.first_time(body.get("event_id"), message.message_id):
-            log.debug("Skipped a repeated delivery of %s", message.message_id)
-            return
         # A followed thread goes on with its conversation (a /ask thread: the channel's); follow this one from now on.
         thread = (message.channel, message.thread_ts)
         key = self._threads[thread] = self._threads.recall(thread) or message.key
         surface = ThreadSurface(self._client, message.channel, message.thread_ts, self._pacing)
         incoming = Incoming(key, Identity(PLATFORM, message.user), message.text, message_id=message.message_id)
-        # Recorded before this listener returns, so before Bolt acknowledges the event (process_before_response).
+        # Recorded before this listener returns, so before Bolt acknowledges the event (process_before_response);
+        # the core's inbox answers the message once, whether a retry or app_mention + message repeat it.
         self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}")
 
     async def surface_for(self, left: Unfinished) -> ThreadSurface | None:

@@ -1,4 +1,4 @@
-"""The little the adapter remembers: recently seen events and the threads it answers."""
+"""The little the adapter remembers: the threads it answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bot.types import ConversationKey
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-# Slack retries an event for a few minutes at most; a few thousand ids cover far more than that.
+# The threads answered recently: a few thousand cover the active ones of a busy workspace.
 DEFAULT_CAPACITY = 5000
 
 
@@ -35,18 +35,6 @@ class BoundedMap(OrderedDict[K, V]):
         self.move_to_end(key)
         if len(self) > self.capacity:
             self.popitem(last=False)
-
-
-class SeenEvents(BoundedMap[str, bool]):
-    """Answers each Slack message once, however many events or retries deliver it."""
-
-    def first_time(self, *ids: str | None) -> bool:
-        """Record ``ids``; true only if none of them was seen before."""
-        present = [item for item in ids if item]
-        fresh = not any(item in self for item in present)
-        for item in present:
-            self[item] = True
-        return fresh
 
 
 class FollowedThreads(BoundedMap[tuple[str, str], ConversationKey]):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.slack.state import BoundedMap, FollowedThreads, SeenEvents
+from adapters.slack.state import BoundedMap, FollowedThreads
 from adapters.slack.translate import (
     SlackMessage,
     channel_key,
@@ -107,15 +107,6 @@ def test_slash_command_payload() -> None:
         ConversationKey("slack", "C1"), Identity("slack", "U1"), "is 1 < 2? @channel", command="ask"
     )
     assert channel_key("C1") == ConversationKey("slack", "C1")
-
-
-def test_seen_events_spot_retries_and_the_same_message_from_another_event() -> None:
-    seen = SeenEvents()
-    assert seen.first_time("Ev1", "C1:1.0")
-    assert not seen.first_time("Ev1", "C1:1.0")  # a retry
-    assert not seen.first_time("Ev2", "C1:1.0")  # message + app_mention
-    assert seen.first_time("Ev3", "C1:2.0")
-    assert seen.first_time(None, "C1:3.0")
 
 
 def test_bounded_map_forgets_the_least_recently_used() -> None:
