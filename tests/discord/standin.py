@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from aiohttp import WSMsgType, web
 from tests.discord import payloads
 from tests.discord.gateway import GatewaySession
 from tests.discord.payloads import APP_ID, MESSAGE_CONTENT_FLAG, MESSAGE_CONTENT_INTENT, TOKEN, Payload
+from tests.faults import Failing, Fault, FaultPlan, drop_connection
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +39,6 @@ HEARTBEAT_INTERVAL_MS = 41250  # what Discord's HELLO names
 POLL_S = 0.05
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Fault(enum.Enum):
-    """How a REST call the test made fail goes wrong."""
-
-    RATE_LIMITED = "rate_limited"  # HTTP 429 with retry_after, as Discord (behind its proxy) sends it
-    SERVER_ERROR = "server_error"  # a 5xx (``status``)
-    DROPPED = "dropped"  # the connection closes before any answer; the call is not carried out
-    DROPPED_AFTER = "dropped_after"  # the call is carried out, then the connection closes before the answer
-
-
-@dataclass
-class _Failing:
-    fault: Fault
-    left: int | None  # None: every call from now on
-    status: int
-    retry_after: float
 
 
 @dataclass(frozen=True)
@@ -127,7 +110,7 @@ class DiscordStandIn:
         self.interactions: dict[str, Payload] = {}  # token -> the interaction dispatched
         self._originals: dict[str, Posted] = {}  # token -> the interaction's original response
         self.failed: list[tuple[Recorded, Fault]] = []  # the requests the stand-in failed on purpose
-        self._failures: dict[str, list[_Failing]] = {}
+        self._faults = FaultPlan()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -186,7 +169,7 @@ class DiscordStandIn:
 
         ``status`` is a ``SERVER_ERROR``'s status; ``retry_after`` a 429's wait in seconds.
         """
-        self._failures.setdefault(route, []).append(_Failing(fault, times, status, retry_after))
+        self._faults.add(route, Failing(fault, times, status, retry_after))
 
     def call_counts(self) -> Counter[str]:
         """How many times each named route was called, failed calls included."""
@@ -242,7 +225,7 @@ class DiscordStandIn:
 
     @web.middleware
     async def _inject_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        failing = self._next_fault(request.match_info.route.name or "")
+        failing = self._faults.next(request.match_info.route.name or "")
         if failing is None:
             return await handler(request)
         self.failed.append((self.requests[-1], failing.fault))
@@ -257,20 +240,7 @@ class DiscordStandIn:
             return _json({"message": "Server error", "code": 0}, status=failing.status)
         if failing.fault is Fault.DROPPED_AFTER:
             await handler(request)
-        assert request.transport is not None
-        request.transport.close()
-        raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
-
-    def _next_fault(self, route: str) -> _Failing | None:
-        queue = self._failures.get(route)
-        if not queue:
-            return None
-        failing = queue[0]
-        if failing.left is not None:
-            failing.left -= 1
-            if failing.left <= 0:
-                queue.pop(0)
-        return failing
+        drop_connection(request)
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -9,7 +9,6 @@ Retry-After, 500, or a connection dropped before any answer).
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import json
 import time
@@ -21,6 +20,8 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from tests.faults import Failing, Fault, FaultPlan, drop_connection
+
 BOT_TOKEN = "xoxb-standin-bot-token"
 APP_TOKEN = "xapp-standin-app-token"
 BOT_USER_ID = "UBOT0001"
@@ -31,21 +32,6 @@ CLOSED_CHANNEL = "CCLOSED01"  # a channel the bot is not a member of
 
 T = TypeVar("T")
 DROPPED_STATUS = 0  # what ``ApiCall.status`` says of a call whose connection was dropped
-
-
-class Fault(enum.Enum):
-    """How a Web API call the test made fail goes wrong."""
-
-    RATE_LIMITED = "rate_limited"  # HTTP 429 with Retry-After
-    SERVER_ERROR = "server_error"  # HTTP 500
-    DROPPED = "dropped"  # the connection closes before any answer; the call is not carried out
-
-
-@dataclass
-class _Failing:
-    fault: Fault
-    left: int | None  # None: every call from now on
-    retry_after: int
 
 
 @dataclass
@@ -93,7 +79,7 @@ class SlackStandIn:
         self.timeline: list[Posted] = []
         self.sockets_opened = 0
         self._socket: web.WebSocketResponse | None = None
-        self._failures: dict[str, list[_Failing]] = {}
+        self._faults = FaultPlan()
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -136,8 +122,10 @@ class SlackStandIn:
         """Make the next ``times`` calls of ``method`` fail with ``fault`` (``None``: every call from now on).
 
         Queued after faults already waiting; ``retry_after`` is the 429's ``Retry-After`` in seconds.
+        ``DROPPED_AFTER`` is not offered: Slack's Web API has no idempotency key, so no client can repeat such a call.
         """
-        self._failures.setdefault(method, []).append(_Failing(fault, times, retry_after))
+        assert fault is not Fault.DROPPED_AFTER, "the Slack stand-in drops calls before carrying them out"
+        self._faults.add(method, Failing(fault, times, retry_after=retry_after))
 
     def call_counts(self) -> Counter[str]:
         """How many times each Web API method was called, failed calls included."""
@@ -226,7 +214,7 @@ class SlackStandIn:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         call = ApiCall(method, await _params(request), dict(request.headers))
-        failing = self._next_fault(method)
+        failing = self._faults.next(method)
         if failing is None:
             response = web.json_response(self._answer(call))
         elif failing.fault is Fault.RATE_LIMITED:
@@ -234,27 +222,14 @@ class SlackStandIn:
             headers = {"Retry-After": str(failing.retry_after)}
             response = web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
         elif failing.fault is Fault.SERVER_ERROR:
-            call.status = 500
-            response = web.json_response({"ok": False, "error": "internal_error"}, status=500)
+            call.status = failing.status
+            response = web.json_response({"ok": False, "error": "internal_error"}, status=failing.status)
         else:
             call.status = DROPPED_STATUS
         await self._record(lambda: self.calls.append(call))
         if call.status == DROPPED_STATUS:
-            assert request.transport is not None
-            request.transport.close()
-            raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
+            drop_connection(request)
         return response
-
-    def _next_fault(self, method: str) -> _Failing | None:
-        queue = self._failures.get(method)
-        if not queue:
-            return None
-        failing = queue[0]
-        if failing.left is not None:
-            failing.left -= 1
-            if failing.left <= 0:
-                queue.pop(0)
-        return failing
 
     def _answer(self, call: ApiCall) -> dict[str, Any]:
         expected = APP_TOKEN if call.method == "apps.connections.open" else BOT_TOKEN
