@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from model.batching_engine import DEFAULT_KV_CACHE_TOKENS, BatchingEngine
+from model.batching_engine import BatchingEngine
 from model.bundled import ensure_bundled_model
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
 from model.manifest import current_export, manifest_problem
 from model.openvino_engine import OpenVINOEngine
 from model.process_engine import ProcessEngine
+from model.scheduler import DEFAULT_KV_CACHE_TOKENS
 
 log = logging.getLogger(__name__)
 

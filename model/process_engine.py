@@ -41,9 +41,10 @@ from typing import Any
 
 import openvino_genai as ov_genai
 
-from model.batching_engine import BatchingFrontend, Event, Request, RequestEnd, Scheduler, load_pipeline
+from model.batching_engine import BatchingFrontend, Request
 from model.engine import GenerationParams, ModelInfo, ModelLoadError
 from model.openvino_engine import ChatTokenizer
+from model.scheduler import Event, RequestEnd, Scheduler, load_pipeline
 
 log = logging.getLogger(__name__)
 

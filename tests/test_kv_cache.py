@@ -10,9 +10,10 @@ import pytest
 from bot.manager import ConversationConfig, ConversationManager
 from bot.store import MemoryHistoryStore
 from bot.types import ConversationKey
-from model.batching_engine import BatchingEngine, kv_blocks
+from model.batching_engine import BatchingEngine
 from model.engine import ChatMessage, EngineError, GenerationParams
 from model.loader import load_batching_engine
+from model.scheduler import kv_blocks
 from model.slot import EngineSlot
 
 pytestmark = pytest.mark.model
