@@ -82,6 +82,9 @@ class ConsoleSurface:
     def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
         return contextlib.nullcontext()
 
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""
+
     def end_line(self) -> None:
         """Finish a reply's line, so that what follows starts on its own."""
         if self._line_open:

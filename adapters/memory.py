@@ -44,6 +44,9 @@ class MemorySurface:
     def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
         return contextlib.nullcontext()
 
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""
+
 
 class MemoryAdapter:
     """Sends messages straight to the core and returns what the bot would post."""

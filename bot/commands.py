@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from bot.types import Incoming
 from model.engine import ReplyStats
 
-COMMANDS = frozenset({"help", "ask", "reset", "stats", "export"})
+COMMANDS = frozenset({"help", "ask", "reset", "stats", "export", "persona", "summarize"})
 
 HELP_TEXT = (
-    "Talk to me and I answer with a local model.\n"
+    "Talk to me and I answer with a local model. I read text files you attach, and "
+    '"summarize" in a thread sums it up.\n'
     "/reset  forget this conversation\n"
-    "/stats  speed of the last reply and the model in use\n"
+    "/stats  speed of the last reply, the model, this channel's instructions and feedback\n"
+    "/persona  this channel's instructions (admins: `/persona TEXT` sets them, `/persona reset`)\n"
     "/export re-export the model (admins; `/export help` for options)\n"
     "/help   this text"
 )
@@ -20,6 +22,19 @@ ASK_USAGE = "Usage: /ask your question"
 NOT_ADMIN = "Only the bot's admins can use /{command}."
 STOPPING = "The bot is shutting down; try again in a moment."
 FAILED = "Sorry, something went wrong while answering. Please try again."
+NOTHING_TO_SUMMARIZE = (
+    'There is nothing here for me to summarize: mention me with "summarize" in a thread, '
+    'or use "Summarize this thread" on one of its messages.'
+)
+# The user turn a catch-up stores and asks: what was asked, as the asker would put it.
+SUMMARY_ASK = "Summarize this thread: the main points, what was decided, and what is still open."
+FILE_ONLY_ASK = "Please read the attached file."
+PERSONA_LIMIT = 4000
+PERSONA_SHOWN = "This channel's instructions (set by an admin):\n{prompt}"
+PERSONA_DEFAULT = "This channel uses the bot's default instructions:\n{prompt}"
+PERSONA_SET = "This channel's instructions are now:\n{prompt}"
+PERSONA_RESET = "This channel is back to the default instructions."
+PERSONA_TOO_LONG = "Instructions may be at most {limit} characters long (these are {length})."
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,17 @@ def parse(message: Incoming) -> Command:
     if name in COMMANDS:
         return Command(name, words[1] if len(words) > 1 else "")
     return Command(None, text)
+
+
+def format_channel(persona: str | None, helpful: int, unhelpful: int) -> str:
+    """The lines /stats adds about the channel: its instructions and how people rated the replies."""
+    instructions = f"own instructions: {_shortened(persona)}" if persona else "the default instructions"
+    return f"This channel uses {instructions}.\nFeedback on replies here: {helpful} helpful, {unhelpful} not helpful."
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def format_stats(stats: ReplyStats | None, model_name: str) -> str:

@@ -19,20 +19,39 @@ from functools import partial
 from typing import Any
 
 from bot.accounting import ReplyAccount
-from bot.admin import AdminActions, AdminPolicy, audit_refusal
+from bot.admin import AdminActions, AdminPolicy, audit, audit_refusal
 from bot.admission import Admission, AdmissionLimits
-from bot.commands import ASK_USAGE, FAILED, HELP_TEXT, NOT_ADMIN, STOPPING, Command, format_stats, parse
+from bot.commands import (
+    ASK_USAGE,
+    FAILED,
+    FILE_ONLY_ASK,
+    HELP_TEXT,
+    NOT_ADMIN,
+    NOTHING_TO_SUMMARIZE,
+    PERSONA_DEFAULT,
+    PERSONA_LIMIT,
+    PERSONA_RESET,
+    PERSONA_SET,
+    PERSONA_SHOWN,
+    PERSONA_TOO_LONG,
+    STOPPING,
+    SUMMARY_ASK,
+    Command,
+    format_channel,
+    format_stats,
+    parse,
+)
 from bot.health import Health
 from bot.inbox import Inbox, Unfinished
 from bot.lineup import Lineup
 from bot.manager import ConversationManager, PendingReset, Reply
 from bot.metrics import Metrics, Outcome
 from bot.ordering import Place
-from bot.streaming import LiveMessages, MessageSink, stream_to_sink
+from bot.streaming import MARK_TIMEOUT_S, LiveMessages, MessageSink, stream_to_sink
 from bot.surface import Kind, Surface, SurfaceUnavailable
 from bot.text_input import clean_incoming
 from bot.trimming import ContextTooSmall
-from bot.types import Identity, Incoming
+from bot.types import ConversationKey, Identity, Incoming
 from model.engine import EngineError
 
 log = logging.getLogger(__name__)
@@ -123,7 +142,7 @@ class Core:
         row: int | None = None
         if message.message_id is not None or reply_to is not None:
             try:
-                row = self._inbox.accept(message, reply_to=reply_to, answer=_is_chat(command))
+                row = self._inbox.accept(message, reply_to=reply_to, answer=_answered_later(message, command))
             except sqlite3.Error as error:  # answered all the same, only not after a restart
                 log.error("Could not record a message from %s in the inbox: %s", message.author, error)
             else:
@@ -136,25 +155,27 @@ class Core:
         place: Place | None = None
         # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
         work: Work
-        if command.name in (None, "ask"):
-            refusal = self._refusal(message, command.argument) if command.argument else None
-            if command.argument and refusal is None:
-                return self._chat(message, command.argument, surface, row)
+        if command.name in _CHAT:
+            question = _question(message, command)
+            refusal = self._refusal(message, question) if question else None
+            if question and refusal is None:
+                return self._chat(message, question, surface, row)
             self._count_refusal(message, refusal)
             self._finish_row(row)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
-            work = partial(surface.send, refusal or (HELP_TEXT if command.name is None else ASK_USAGE), Kind.PRIVATE)
+            work = partial(surface.send, refusal or _without_question(command), Kind.PRIVATE)
         elif command.name == "reset":
             resetting = self.manager.reset(message.key)
             place, work = resetting.place, partial(self._reset, resetting, surface)
         elif command.name == "stats":
-            stats = self.manager.last_stats(message.key)
-            work = partial(surface.send, format_stats(stats, self.manager.model_name), Kind.PRIVATE)
+            work = partial(self._stats, message.key, surface)
         elif command.name == "export":
             work = partial(self._export, message.author, command.argument, surface)
+        elif command.name == "persona":
+            work = partial(self._persona, message, command.argument, surface)
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
-        if command.name not in (None, "ask"):
+        if command.name not in _CHAT:
             self.metrics.message(message.key.platform, "answered")
         return self._spawn(self._guarded(work, message, surface), place)
 
@@ -171,7 +192,16 @@ class Core:
         self, message: Incoming, text: str, surface: Surface, row: int | None, *, resumed: bool = False
     ) -> asyncio.Task[None]:
         deadline_s = self._admission.limits.reply_deadline_s
-        reply = self.manager.reply(message.key, text, time_limit_s=deadline_s, lineup=self._lineup, resumed=resumed)
+        reply = self.manager.reply(
+            message.key,
+            text,
+            time_limit_s=deadline_s,
+            lineup=self._lineup,
+            resumed=resumed,
+            author=message.author.name or None,
+            attachments=message.attachments,
+            context=message.context,
+        )
         note = RESTARTED_NOTE if resumed else None
         account = ReplyAccount(self.metrics, message, reply, row)
         work = partial(self._answer, reply, surface, note, account)
@@ -333,12 +363,53 @@ class Core:
         sink = KindSink(surface, Kind.REPLY)
         # The indicator shows only once the reply generates; until then its place in line does.
         waiting = surface.indicate(Kind.REPLY)
-        await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting, queued=reply)
+        try:
+            await stream_to_sink(reply, sink, pacing.budget, pacing.message_limit, waiting, queued=reply)
+        except BaseException:
+            await _finished(surface, complete=False)
+            raise
+        await _finished(surface, complete=True)
         # Delivered and stored: a stop from here on must not answer it again at the next start.
         self._finish_row(account.row)
         account.row = None
         for notice in reply.notices:
             await surface.send(notice, Kind.NOTICE)
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, who: Identity, *, helpful: bool) -> None:
+        """Keep ``who``'s rating of the bot's reply ``message_id`` in ``key`` (a platform's feedback buttons).
+
+        Counted per channel in /stats; a failure to keep it is logged, never shown.
+        """
+        try:
+            await self.manager.record_feedback(key, message_id, who.user_id, helpful=helpful)
+        except Exception:
+            log.exception("Could not record feedback on %s in %s", message_id, key)
+            return
+        self.metrics.feedback(key.platform, helpful=helpful)
+
+    async def _stats(self, key: ConversationKey, surface: Surface) -> None:
+        stats = format_stats(self.manager.last_stats(key), self.manager.model_name)
+        feedback = await self.manager.feedback(key)
+        channel = format_channel(await self.manager.persona(key), feedback.helpful, feedback.unhelpful)
+        await surface.send(f"{stats}\n{channel}", Kind.PRIVATE)
+
+    async def _persona(self, message: Incoming, argument: str, surface: Surface) -> None:
+        if not argument:
+            own = await self.manager.persona(message.key)
+            shown = PERSONA_SHOWN if own else PERSONA_DEFAULT
+            await surface.send(shown.format(prompt=own or self.manager.default_persona), Kind.PRIVATE)
+            return
+        if not self._admins.allows(message.author):
+            audit_refusal(message.author, "/persona")
+            await surface.send(NOT_ADMIN.format(command="persona"), Kind.PRIVATE)
+            return
+        if len(argument) > PERSONA_LIMIT:
+            await surface.send(PERSONA_TOO_LONG.format(limit=PERSONA_LIMIT, length=len(argument)), Kind.PRIVATE)
+            return
+        prompt = None if argument.lower() == "reset" else argument
+        await self.manager.set_persona(message.key, prompt, str(message.author))
+        audit.info("persona of %s %s by %s", message.key, "reset" if prompt is None else "set", message.author)
+        await surface.send(PERSONA_RESET if prompt is None else PERSONA_SET.format(prompt=prompt), Kind.INFO)
 
     async def _reset(self, resetting: PendingReset, surface: Surface) -> None:
         async with surface.indicate(Kind.INFO):
@@ -366,9 +437,36 @@ class Core:
         await surface.send(outcome, Kind.PRIVATE)
 
 
-def _is_chat(command: Command) -> bool:
-    """Whether ``command`` asks the model something (the only messages answered after a restart)."""
-    return command.name in (None, "ask") and bool(command.argument)
+_CHAT = (None, "ask", "summarize")
+
+
+def _question(message: Incoming, command: Command) -> str:
+    """What the model is asked: the text, a summary of the discussion handed over, or a file sent alone."""
+    if command.name == "summarize":
+        return (command.argument or SUMMARY_ASK) if message.context else ""
+    return command.argument or (FILE_ONLY_ASK if message.attachments else "")
+
+
+def _without_question(command: Command) -> str:
+    """The answer to a chat message with nothing to ask."""
+    return {None: HELP_TEXT, "ask": ASK_USAGE}.get(command.name, NOTHING_TO_SUMMARIZE)
+
+
+def _answered_later(message: Incoming, command: Command) -> bool:
+    """Whether the inbox keeps ``message`` to answer after a restart: chat, without files or a thread to read.
+
+    Files and threads are read through the platform when the message arrives; a restart asks for it again.
+    """
+    return command.name in _CHAT and bool(command.argument) and not (message.attachments or message.context)
+
+
+async def _finished(surface: Surface, *, complete: bool) -> None:
+    """Tell the surface its reply has ended; a failure there is logged (the text is shown already)."""
+    try:
+        async with asyncio.timeout(MARK_TIMEOUT_S):
+            await surface.finish(complete=complete)
+    except Exception as error:
+        log.warning("Could not finish a reply's message: %s", error)
 
 
 async def _nothing() -> None:

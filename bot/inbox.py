@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     message_id TEXT,
     reply_to TEXT,
     author TEXT NOT NULL,
+    author_name TEXT NOT NULL DEFAULT '',
     roles TEXT NOT NULL DEFAULT '',
     text TEXT NOT NULL DEFAULT '',
     command TEXT,
@@ -90,6 +91,9 @@ class Inbox:
         # Short: the loop waits meanwhile; a write that still fails is logged and the message answered anyway.
         connection.execute("PRAGMA busy_timeout=1000")
         connection.executescript(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(inbox)")}
+        if "author_name" not in columns:  # an inbox of an earlier version: its rows keep no names
+            connection.execute("ALTER TABLE inbox ADD COLUMN author_name TEXT NOT NULL DEFAULT ''")
         inbox = cls(connection, clock)
         inbox.forget_done()
         return inbox
@@ -107,13 +111,14 @@ class Inbox:
         state = State.WAITING if answer else State.DONE
         try:
             cursor = self._db.execute(
-                "INSERT INTO inbox (platform, channel, thread, message_id, reply_to, author, roles, text, command,"
-                " state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO inbox (platform, channel, thread, message_id, reply_to, author, author_name, roles, text,"
+                " command, state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     *_key_columns(message.key),
                     message.message_id,
                     reply_to,
                     message.author.user_id,
+                    message.author.name,
                     ",".join(sorted(message.author.role_ids)),
                     message.text if answer else "",
                     message.command,
@@ -135,7 +140,7 @@ class Inbox:
     def unfinished(self, platform: str) -> list[Unfinished]:
         """The platform's messages an earlier run accepted but never finished, oldest first."""
         rows = self._db.execute(
-            "SELECT id, channel, thread, message_id, reply_to, author, roles, text, command, received_at"
+            "SELECT id, channel, thread, message_id, reply_to, author, author_name, roles, text, command, received_at"
             " FROM inbox WHERE platform = ? AND state != 'done' ORDER BY id",
             (platform,),
         ).fetchall()
@@ -167,12 +172,13 @@ def _unfinished(
     message_id: str | None,
     reply_to: str | None,
     author: str,
+    author_name: str,
     roles: str,
     text: str,
     command: str | None,
     received_at: float,
 ) -> Unfinished:
-    identity = Identity(platform, author, frozenset(role for role in roles.split(",") if role))
+    identity = Identity(platform, author, frozenset(role for role in roles.split(",") if role), author_name)
     key = ConversationKey(platform, channel, thread or None)
     message = Incoming(key, identity, text, command=command, message_id=message_id)
     return Unfinished(row, message, reply_to, received_at)

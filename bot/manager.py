@@ -15,12 +15,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator,
 from dataclasses import dataclass
 from typing import Any
 
+from bot.attachments import DEFAULT_LIMIT_BYTES, read_files
+from bot.attribution import attribute, transcript
 from bot.guard import guard_for
 from bot.lineup import Lineup, Ticket, first_of
 from bot.ordering import ArrivalOrder, Place
-from bot.store import HistoryStore
-from bot.trimming import FittedPrompt, fit_prompt
-from bot.types import ConversationKey
+from bot.store import Feedback, HistoryStore
+from bot.trimming import FittedPrompt, Render, fit_prompt
+from bot.types import Attachment, ConversationKey, Said
 from model.engine import ChatMessage, Engine, GenerationParams, ReplyStats, TokenStream
 from model.phi3 import PHI3_CONTROL_TOKENS, render_phi3
 from model.slot import EngineSlot
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 STATS_KEPT = 10_000
 CUT_NOTICE = "Your message was too long for the model's context; only its beginning was read."
 DEADLINE_NOTICE = "Stopped here: a reply may take at most {seconds:.0f} s."
+OLDER_LEFT_OUT = (
+    "The discussion is too long for the model's context: I read only its newest {kept} of {total} messages."
+)
+# The last turn of a catch-up prompt, after the discussion's messages.
+ABOUT_THE_ABOVE = "The messages above are the discussion I am asking about. {question}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class ConversationConfig:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     history_limit: int = 200
+    attachment_limit_bytes: int = DEFAULT_LIMIT_BYTES
 
 
 class Reply:
@@ -80,6 +88,9 @@ class Reply:
         self.stats: ReplyStats | None = None
         self.notices: list[str] = []
         self.generating_s: float | None = None  # how long it held its slot, once its chunks ended
+        self.author: str | None = None  # the asker's display name, kept with their turn
+        self.attachments: tuple[Attachment, ...] = ()  # files read into the asker's turn before it is stored
+        self.context: tuple[Said, ...] = ()  # a discussion asked about: the prompt is it, not the history
         # Answering again after a restart: the user's turn may be stored already.
         self.resumed = False
         # Cut short (failed, stopped, past its deadline): stored as interrupted, not as a complete answer.
@@ -196,15 +207,23 @@ class ConversationManager:
         time_limit_s: float | None = None,
         lineup: Lineup | None = None,
         resumed: bool = False,
+        author: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
+        context: tuple[Said, ...] = (),
     ) -> Reply:
         """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``.
 
         ``time_limit_s`` after this call (waiting in line included) the reply stops at its next chunk, with a notice.
         With a ``lineup``, the reply generates only while it holds one of the lineup's slots.  A ``resumed`` reply
-        answers a message again after a restart: its user turn is not stored twice.
+        answers a message again after a restart: its user turn is not stored twice.  ``author`` (a display name)
+        is stored with the turn, so that a conversation of several people names each one to the model; text
+        ``attachments`` are read into the turn.  With ``context`` (a thread to catch up on) the prompt is that
+        discussion, newest messages kept, and ``text`` the question about it; the question and the answer are
+        stored in ``key`` as any other turns.
         """
         reply = Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
         reply.resumed = resumed
+        reply.author, reply.attachments, reply.context = author, attachments, context
         return reply
 
     def reset(self, key: ConversationKey) -> PendingReset:
@@ -230,8 +249,30 @@ class ConversationManager:
         """Measurements of the last reply in ``key``, if any."""
         return self._last_stats.get(key)
 
+    async def persona(self, key: ConversationKey) -> str | None:
+        """The instructions (system prompt) an admin set for ``key``'s channel, or ``None`` for the default."""
+        return await self._store.persona(key)
+
+    @property
+    def default_persona(self) -> str:
+        """The system prompt of channels without their own."""
+        return self._config.system_prompt
+
+    async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
+        """Give ``key``'s channel its own instructions (``None``: back to the default) from its next reply on."""
+        await self._store.set_persona(key, prompt, set_by)
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
+        """Keep one person's rating of the reply ``message_id`` in ``key``."""
+        await self._store.record_feedback(key, message_id, user_id, helpful=helpful)
+
+    async def feedback(self, key: ConversationKey) -> Feedback:
+        """How people rated the replies in ``key``'s channel."""
+        return await self._store.feedback(key)
+
     async def _run(self, reply: Reply) -> AsyncGenerator[str]:
         try:
+            await self._read_files(reply)  # before its turn: downloads overlap the replies ahead of it
             await reply.place.wait()
             async with reply._generating(), self._engines.lease() as engine:
                 await self._store_user_turn(reply)
@@ -252,13 +293,21 @@ class ConversationManager:
             if not reply._held:
                 reply.place.leave()
 
+    async def _read_files(self, reply: Reply) -> None:
+        if not reply.attachments:
+            return
+        files = await read_files(reply.attachments, self._config.attachment_limit_bytes)
+        reply.prompt_text = (reply.prompt_text + files.text).strip()
+        reply.notices.extend(files.notices)
+
     async def _store_user_turn(self, reply: Reply) -> None:
+        turn = ChatMessage("user", reply.prompt_text, reply.author)
         if reply.resumed:
             # A run killed after storing the turn (and before any answer) must not leave it there twice.
             last = await self._store.history(reply.key, 1)
-            if last and last[-1] == ChatMessage("user", reply.prompt_text):
+            if last and (last[-1].role, last[-1].content) == (turn.role, turn.content):
                 return
-        await self._store.append(reply.key, ChatMessage("user", reply.prompt_text))
+        await self._store.append(reply.key, turn)
 
     def _past_deadline(self, reply: Reply) -> bool:
         if reply.deadline is None or asyncio.get_running_loop().time() < reply.deadline:
@@ -267,7 +316,23 @@ class ConversationManager:
         return True
 
     async def _start(self, engine: Engine, reply: Reply) -> TokenStream:
-        fitted = await self._fit(engine, await self._store.history(reply.key, self._config.history_limit))
+        system = await self._store.persona(reply.key) or self._config.system_prompt
+        if reply.context:
+            return await self._start_catch_up(engine, reply, system)
+        history = attribute(await self._store.history(reply.key, self._config.history_limit))
+        fitted = await self._fit(engine, merge_consecutive_turns(history), system)
+        if fitted.cut_message:
+            reply.notices.append(CUT_NOTICE)
+        return engine.stream(fitted.prompt, self._params())
+
+    async def _start_catch_up(self, engine: Engine, reply: Reply, system: str) -> TokenStream:
+        # One turn per message, so the trimmer drops the oldest first; they are joined into one turn to render.
+        messages = transcript(reply.context)
+        question = ChatMessage("user", ABOUT_THE_ABOVE.format(question=reply.prompt_text))
+        fitted = await self._fit(engine, [*messages, question], system, joined=True)
+        if fitted.dropped_turns:
+            kept = len(messages) - fitted.dropped_turns
+            reply.notices.append(OLDER_LEFT_OUT.format(kept=kept, total=len(messages)))
         if fitted.cut_message:
             reply.notices.append(CUT_NOTICE)
         return engine.stream(fitted.prompt, self._params())
@@ -286,14 +351,22 @@ class ConversationManager:
         if len(self._last_stats) > STATS_KEPT:
             self._last_stats.popitem(last=False)
 
-    async def _fit(self, engine: Engine, history: Sequence[ChatMessage]) -> FittedPrompt:
+    async def _fit(
+        self, engine: Engine, turns: Sequence[ChatMessage], system_prompt: str, *, joined: bool = False
+    ) -> FittedPrompt:
+        """Fit ``turns`` (``joined``: rendered as one turn per role run) under the system prompt, all defused.
+
+        The system prompt is the operator's, or a channel's persona set from chat: defused too, as chat text.
+        """
         info = engine.info
         guard = guard_for(engine.control_tokens | (PHI3_CONTROL_TOKENS if info.family == "phi3" else frozenset()))
-        render = render_phi3 if info.family == "phi3" else engine.apply_chat_template
-        system = ChatMessage("system", self._config.system_prompt) if self._config.system_prompt else None
+        base: Render = render_phi3 if info.family == "phi3" else engine.apply_chat_template
+        render: Render = (lambda messages: base(merge_consecutive_turns(messages))) if joined else base
+        if system_prompt != self._config.system_prompt:
+            system_prompt = guard.defuse(system_prompt)
+        system = ChatMessage("system", system_prompt) if system_prompt else None
         budget = info.context_size - self._config.max_new_tokens
-        turns = guard.defuse_messages(merge_consecutive_turns(history))
-        fitted = await fit_prompt(system, turns, render, engine.count_tokens, budget)
+        fitted = await fit_prompt(system, guard.defuse_messages(turns), render, engine.count_tokens, budget)
         if fitted.dropped_turns:
             log.debug("Dropped %d old turns to fit the context", fitted.dropped_turns)
         return fitted
@@ -312,7 +385,8 @@ def merge_consecutive_turns(history: Sequence[ChatMessage]) -> list[ChatMessage]
     merged: list[ChatMessage] = []
     for message in history:
         if merged and merged[-1].role == message.role:
-            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}")
+            name = merged[-1].name if merged[-1].name == message.name else None
+            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}", name)
         else:
             merged.append(message)
     return merged

@@ -59,6 +59,16 @@ class Metrics:
         self._kv_cache.set(math.nan)
         self._model = Info("bot_model", "The model in use.", registry=r)
         self._exports = Counter("bot_exports", "Model export runs, by outcome.", ["outcome"], registry=r)
+        self._feedback = Counter(
+            "bot_feedback",
+            "Ratings of replies (feedback buttons), by platform and rating.",
+            ["platform", "rating"],
+            registry=r,
+        )
+
+    def feedback(self, platform: str, *, helpful: bool) -> None:
+        """Count one rating of a reply (a platform's feedback buttons)."""
+        self._feedback.labels(platform=platform, rating="helpful" if helpful else "not_helpful").inc()
 
     def message(self, platform: str, outcome: Outcome) -> None:
         """Count one message from ``platform`` that ended in ``outcome``."""

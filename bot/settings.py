@@ -37,6 +37,12 @@ def _split_ids(value: object) -> object:
     return value
 
 
+def _split_lines(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split("|") if item.strip()]
+    return value
+
+
 def _parse_properties(value: object) -> object:
     if not isinstance(value, str):
         return value
@@ -50,6 +56,8 @@ def _parse_properties(value: object) -> object:
 Properties = Annotated[dict[str, str], NoDecode, BeforeValidator(_parse_properties)]
 # Comma-separated on the environment ("123,456"), a list in code.
 IdList = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
+# Separated by "|" on the environment (the items are sentences, commas included).
+TextList = Annotated[list[str], NoDecode, BeforeValidator(_split_lines)]
 
 
 class Settings(BaseSettings):
@@ -116,6 +124,12 @@ class Settings(BaseSettings):
     )
     export_time_limit_s: float = Field(default=7200.0, gt=0, description="Longest an export may run.")
     exports_kept: int = Field(default=3, ge=1, description="Newest exports kept on disk; the current one always is.")
+    attachment_max_bytes: int = Field(
+        default=100_000, ge=1, description="Most bytes read of each text file attached to a message; the rest is cut."
+    )
+    catchup_max_messages: int = Field(
+        default=200, ge=1, le=1000, description="Most messages of a thread read for a catch-up (newest kept)."
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the /metrics and /healthz endpoint; empty: off."
     )
@@ -140,6 +154,13 @@ class Settings(BaseSettings):
     slack_admin_ids: IdList = _platform("SLACK_ADMIN_IDS", default=[])
     slack_channels: IdList = _platform("SLACK_CHANNELS", default=[])
     slack_api_url: str = _platform("SLACK_API_URL", default="https://slack.com/api/")
+    slack_assistant_greeting: str = _platform(
+        "SLACK_ASSISTANT_GREETING", default="Hi! Ask me anything, or attach a text file for me to read."
+    )
+    slack_suggested_prompts: TextList = _platform(
+        "SLACK_SUGGESTED_PROMPTS",
+        default=["What can you help me with?", "Explain a piece of code", "Draft a short status update"],
+    )
 
     @field_validator("device", "log_level", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from model.engine import ChatMessage
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 AGE_PRUNE_INTERVAL_S = 3600.0
 _DAY_S = 86400.0
 _KEY = "platform = :platform AND channel = :channel AND thread = :thread"
@@ -38,11 +38,34 @@ CREATE TABLE IF NOT EXISTS messages (
     role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     content TEXT NOT NULL,
     created_at REAL NOT NULL,
-    interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1))
+    interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1)),
+    author TEXT
 )
 """
 _ADD_INTERRUPTED = (
     "ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1))"
+)
+_ADD_AUTHOR = "ALTER TABLE messages ADD COLUMN author TEXT"
+# A channel's own instructions (its system prompt) and the feedback on the bot's replies, kept with the history.
+_CHANNEL_TABLES = (
+    """CREATE TABLE IF NOT EXISTS personas (
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (platform, channel)
+    )""",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        thread TEXT NOT NULL DEFAULT '',
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        helpful INTEGER NOT NULL CHECK (helpful IN (0, 1)),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (platform, channel, message_id, user_id)
+    )""",
 )
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (platform, channel, thread, id)",
@@ -97,8 +120,16 @@ class ConversationSummary:
     last_activity: float
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """How a channel's people rated the bot's replies."""
+
+    helpful: int = 0
+    unhelpful: int = 0
+
+
 class HistoryStore(Protocol):
-    """Where conversation turns are kept between messages."""
+    """Where conversation turns are kept between messages, with each channel's persona and feedback."""
 
     async def append(self, key: ConversationKey, message: ChatMessage, *, interrupted: bool = False) -> None:
         """Add one turn at the end of the conversation; ``interrupted``: a reply cut short, not complete."""
@@ -108,6 +139,18 @@ class HistoryStore(Protocol):
 
     async def reset(self, key: ConversationKey) -> int:
         """Forget the conversation; return how many turns were removed."""
+
+    async def persona(self, key: ConversationKey) -> str | None:
+        """The system prompt set for ``key``'s channel (its threads included), or ``None`` for the default."""
+
+    async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
+        """Set (``None``: remove) the system prompt of ``key``'s channel."""
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
+        """Record one person's rating of a reply (a second click replaces their first)."""
+
+    async def feedback(self, key: ConversationKey) -> Feedback:
+        """The ratings of replies in ``key``'s channel (its threads included)."""
 
     async def close(self) -> None:
         """Flush and release the store."""
@@ -176,6 +219,10 @@ class SQLiteHistoryStore:
             columns = {row[1] for row in await self._db.execute_fetchall("PRAGMA table_info(messages)")}
             if "interrupted" not in columns:  # version 1: every stored reply was complete
                 await self._db.execute(_ADD_INTERRUPTED)
+            if "author" not in columns:  # versions 1-2 kept no authors: those turns stay unnamed
+                await self._db.execute(_ADD_AUTHOR)
+            for table in _CHANNEL_TABLES:
+                await self._db.execute(table)
             for index in _INDEXES:
                 await self._db.execute(index)
             await self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -188,10 +235,10 @@ class SQLiteHistoryStore:
         # loop itself, synchronously: it would wait on a lock that only the loop can release.  Trimming is
         # idempotent, so an insert without its trim (a crash in between) is trimmed by the next append.
         await self._db.execute(
-            "INSERT INTO messages (platform, channel, thread, role, content, created_at, interrupted) "
-            "VALUES (:platform, :channel, :thread, :role, :content, :now, :interrupted)",
+            "INSERT INTO messages (platform, channel, thread, role, content, created_at, interrupted, author) "
+            "VALUES (:platform, :channel, :thread, :role, :content, :now, :interrupted, :author)",
             {**_columns(key), "role": message.role, "content": message.content}
-            | {"now": now, "interrupted": int(interrupted)},
+            | {"now": now, "interrupted": int(interrupted), "author": message.name},
         )
         if self.retention.max_turns is not None:
             await self._db.execute(
@@ -207,15 +254,56 @@ class SQLiteHistoryStore:
     async def history(self, key: ConversationKey, limit: int) -> list[ChatMessage]:
         """The newest ``limit`` turns, oldest first."""
         rows = await self._db.execute_fetchall(
-            f"SELECT role, content FROM messages WHERE {_KEY} ORDER BY id DESC LIMIT :limit",
+            f"SELECT role, content, author FROM messages WHERE {_KEY} ORDER BY id DESC LIMIT :limit",
             {**_columns(key), "limit": limit},
         )
-        return [ChatMessage(role, content) for role, content in reversed(list(rows))]
+        return [ChatMessage(role, content, author) for role, content, author in reversed(list(rows))]
 
     async def reset(self, key: ConversationKey) -> int:
         """Forget the conversation; return how many turns were removed."""
         cursor = await self._db.execute(f"DELETE FROM messages WHERE {_KEY}", _columns(key))
         return int(cursor.rowcount)
+
+    async def persona(self, key: ConversationKey) -> str | None:
+        """The system prompt set for ``key``'s channel, or ``None``."""
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT prompt FROM personas WHERE platform = ? AND channel = ?", (key.platform, key.channel)
+            )
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
+        """Set (``None``: remove) the system prompt of ``key``'s channel."""
+        if prompt is None:
+            await self._db.execute(
+                "DELETE FROM personas WHERE platform = ? AND channel = ?", (key.platform, key.channel)
+            )
+            return
+        await self._db.execute(
+            "INSERT OR REPLACE INTO personas (platform, channel, prompt, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+            (key.platform, key.channel, prompt, set_by, self._clock()),
+        )
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
+        """Record one person's rating of a reply (a second click replaces their first)."""
+        await self._db.execute(
+            "INSERT OR REPLACE INTO feedback (platform, channel, thread, message_id, user_id, helpful, created_at) "
+            "VALUES (:platform, :channel, :thread, :message_id, :user_id, :helpful, :now)",
+            {**_columns(key), "message_id": message_id, "user_id": user_id}
+            | {"helpful": int(helpful), "now": self._clock()},
+        )
+
+    async def feedback(self, key: ConversationKey) -> Feedback:
+        """The ratings of replies in ``key``'s channel (its threads included)."""
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT COALESCE(SUM(helpful), 0), COUNT(*) - COALESCE(SUM(helpful), 0) FROM feedback "
+                "WHERE platform = ? AND channel = ?",
+                (key.platform, key.channel),
+            )
+        )
+        return Feedback(int(rows[0][0]), int(rows[0][1]))
 
     async def prune(self, *, dry_run: bool = False) -> int:
         """Apply the retention to every conversation now; return how many turns went (or would go)."""
@@ -289,6 +377,8 @@ class MemoryHistoryStore:
 
     def __init__(self) -> None:
         self._turns: dict[ConversationKey, list[ChatMessage]] = {}
+        self._personas: dict[tuple[str, str], str] = {}
+        self._ratings: dict[tuple[str, str, str, str], bool] = {}
 
     async def append(self, key: ConversationKey, message: ChatMessage, *, interrupted: bool = False) -> None:
         """Add one turn; whether it was interrupted is not kept, as nothing reads it back from memory."""
@@ -301,6 +391,26 @@ class MemoryHistoryStore:
     async def reset(self, key: ConversationKey) -> int:
         """Forget the conversation; return how many turns were removed."""
         return len(self._turns.pop(key, []))
+
+    async def persona(self, key: ConversationKey) -> str | None:
+        """The system prompt set for ``key``'s channel, or ``None``."""
+        return self._personas.get((key.platform, key.channel))
+
+    async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
+        """Set (``None``: remove) the system prompt of ``key``'s channel."""
+        if prompt is None:
+            self._personas.pop((key.platform, key.channel), None)
+        else:
+            self._personas[key.platform, key.channel] = prompt
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
+        """Record one person's rating of a reply (a second click replaces their first)."""
+        self._ratings[key.platform, key.channel, message_id, user_id] = helpful
+
+    async def feedback(self, key: ConversationKey) -> Feedback:
+        """The ratings of replies in ``key``'s channel."""
+        ratings = [v for (p, c, _, _), v in self._ratings.items() if (p, c) == (key.platform, key.channel)]
+        return Feedback(sum(ratings), len(ratings) - sum(ratings))
 
     async def close(self) -> None:
         """Forget everything."""

@@ -61,3 +61,10 @@ class Surface(Protocol):
 
     def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
         """Show that the bot is working on an answer of ``kind`` (typing, thinking) while the block runs."""
+
+    async def finish(self, *, complete: bool) -> None:
+        """The model's reply posted here has ended: ``complete``, or cut short (a failure, a stop).
+
+        A platform closes here what a reply keeps open (Slack's native stream) and adds what only a
+        finished answer gets (feedback buttons); most surfaces have nothing to do.
+        """

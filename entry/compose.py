@@ -34,6 +34,7 @@ def conversation_config(settings: Settings) -> ConversationConfig:
         temperature=settings.temperature,
         top_p=settings.top_p,
         repetition_penalty=settings.repetition_penalty,
+        attachment_limit_bytes=settings.attachment_max_bytes,
     )
 
 

@@ -21,10 +21,15 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn of a conversation as the model sees it."""
+    """One turn of a conversation as the model sees it.
+
+    ``name`` is who wrote a user turn (a display name, as OpenAI's chat API has it); engines and chat
+    templates ignore it: where a conversation has several people, the core writes it into the content.
+    """
 
     role: Role
     content: str
+    name: str | None = None
 
 
 @dataclass(frozen=True)

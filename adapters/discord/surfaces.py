@@ -52,6 +52,9 @@ class ChannelSurface:
                 log.warning("No typing indicator (%s); answering anyway", error)
             yield
 
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""
+
 
 # The handle of a command's original response, which is edited through the interaction itself.
 _ORIGINAL = object()
@@ -92,3 +95,6 @@ class InteractionSurface:
             except Exception as error:  # HTTP or network: answering without the deferral may still work
                 log.warning("Could not defer the command's response: %s", error)
         yield
+
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""

@@ -42,6 +42,9 @@ class _SlackSurface:
         """Nothing: a Slack bot has no typing indicator outside the assistant API."""
         return contextlib.nullcontext()
 
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""
+
 
 class ThreadSurface(_SlackSurface):
     """A Slack thread (``thread_ts=None``: the channel itself); links are never unfurled."""

@@ -45,6 +45,9 @@ class TimingSurface:
     def indicate(self, kind: Kind) -> AbstractAsyncContextManager[object]:
         return contextlib.nullcontext()
 
+    async def finish(self, *, complete: bool) -> None:
+        """Nothing stays open after a reply here."""
+
 
 def core_on(engine: Engine, max_new_tokens: int) -> Core:
     """The core as the bot builds it, over ``engine``, with nobody's rate limited."""

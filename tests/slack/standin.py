@@ -66,10 +66,19 @@ class Posted:
         return self.texts[-1]
 
 
+WebApiMethod = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class SlackStandIn:
-    """Serves ``/api/<method>``, ``/socket-mode`` and ``/respond/<id>`` on 127.0.0.1."""
+    """Serves ``/api/<method>``, ``/socket-mode`` and ``/respond/<id>`` on 127.0.0.1.
+
+    ``methods`` takes more Web API methods (name -> handler of the call's parameters) and
+    ``routes`` more HTTP routes (file downloads), both before the stand-in starts.
+    """
 
     def __init__(self) -> None:
+        self.methods: dict[str, WebApiMethod] = {}
+        self.routes: list[web.RouteDef] = []
         self.calls: list[ApiCall] = []
         self.acks: dict[str, dict[str, Any]] = {}
         self.responses: list[dict[str, Any]] = []
@@ -92,6 +101,7 @@ class SlackStandIn:
                 web.post("/api/{method}", self._api),
                 web.get("/socket-mode", self._socket_mode),
                 web.post("/respond/{id}", self._respond),
+                *self.routes,
             ]
         )
         self._runner = web.AppRunner(app)
@@ -146,6 +156,10 @@ class SlackStandIn:
         """Deliver a slash command over the socket; return the envelope id."""
         payload = command_payload(command, text, user=user, channel=channel, response_url=self.response_url())
         return await self._send_envelope("slash_commands", payload, accepts_response_payload=True)
+
+    async def send_interactive(self, payload: dict[str, Any]) -> str:
+        """Deliver an interactivity payload (a shortcut, a button click, a view submission); return the envelope id."""
+        return await self._send_envelope("interactive", payload, accepts_response_payload=True)
 
     async def send_disconnect(self) -> None:
         """Ask the app to move to a new connection, as Slack does every few hours."""
@@ -240,6 +254,7 @@ class SlackStandIn:
             "apps.connections.open": self._connections_open,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            **self.methods,
         }.get(call.method)
         return handler(call.params) if handler else {"ok": False, "error": "unknown_method"}
 

@@ -1,0 +1,77 @@
+"""Who said what: user turns of a conversation with several people, named in a form only the bot writes.
+
+Each named turn starts with ``⟦Name⟧``.  The brackets are rare characters the bot removes from
+everything people write (their text and their names), so no message can pass itself off as
+another person's; a name also loses line breaks and control characters, and the control-token
+guard then runs over the whole turn, name included, so a name can never open a role or end a turn.
+Platform ids never appear: adapters hand over display names only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from bot.types import Said
+from model.engine import ChatMessage
+
+OPEN, CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧
+# What a bracket typed by a person becomes: it still reads as a bracket, but no longer as the bot's form.
+_TYPED = str.maketrans({OPEN: "[", CLOSE: "]"})
+NAME_LIMIT = 64
+UNKNOWN = "someone"
+_SPACES = re.compile(r"\s+")
+
+# A typed request for a catch-up: "summarize", "summarise this thread", "tl;dr" ... (after the mention is removed).
+_SUMMARY_REQUEST = re.compile(
+    r"^\s*(?:please\s+)?(?:summari[sz]e|sum\s+up|tl;?dr|catch\s+me\s+up)(?:\s+(?:this|the))?"
+    r"(?:\s+(?:thread|discussion|conversation|channel))?\s*(?:please)?\s*[.!?]*\s*$",
+    re.IGNORECASE,
+)
+SUMMARY_QUESTION = "Summarize the discussion above: the main points, what was decided, and what is still open."
+
+
+def clean_name(name: str) -> str:
+    """A display name as the model reads it: one line, printable, without the bot's brackets, not too long."""
+    printable = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in name.translate(_TYPED))
+    flat = _SPACES.sub(" ", printable).strip()
+    return flat[:NAME_LIMIT].rstrip() or UNKNOWN
+
+
+def typed(text: str) -> str:
+    """What a person wrote, with the bot's own brackets turned into plain ones."""
+    return text.translate(_TYPED)
+
+
+def named(name: str, text: str) -> str:
+    """``text`` written by ``name``, in the form only the bot writes."""
+    return f"{OPEN}{clean_name(name)}{CLOSE} {typed(text)}"
+
+
+def speakers(turns: Sequence[ChatMessage]) -> set[str]:
+    """The different people who wrote the user turns (by cleaned name; unnamed turns count as nobody)."""
+    return {clean_name(turn.name) for turn in turns if turn.role == "user" and turn.name}
+
+
+def attribute(turns: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The turns as the model reads them: every user turn named when more than one person wrote them.
+
+    A conversation with one person (a DM, or a channel where one person talks to the bot) stays as it was.
+    """
+    if len(speakers(turns)) < 2:
+        return list(turns)
+    return [
+        ChatMessage(turn.role, named(turn.name or UNKNOWN, turn.content)) if turn.role == "user" else turn
+        for turn in turns
+    ]
+
+
+def transcript(said: Sequence[Said]) -> list[ChatMessage]:
+    """A discussion to catch up on as user turns, one per message, each named (the trimmer drops the oldest)."""
+    return [ChatMessage("user", named(message.author, message.text)) for message in said if message.text.strip()]
+
+
+def is_summary_request(text: str) -> bool:
+    """Whether a message typed to the bot asks it to summarize the thread it is in."""
+    return bool(_SUMMARY_REQUEST.match(text))
