@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bot.core import Core
 from bot.surface import UNPACED, Kind
-from bot.types import ConversationKey, Identity, Incoming
+from bot.types import Attachment, ConversationKey, Identity, Incoming, Said
 
 
 @dataclass
@@ -74,17 +74,25 @@ class MemoryAdapter:
         thread: str | None = None,
         *,
         user: str | None = None,
+        name: str = "",
         addressed: bool = True,
+        command: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
+        context: tuple[Said, ...] = (),
     ) -> list[Post]:
-        """Post ``text`` (as ``user``) and return everything the bot showed in answer.
+        """Post ``text`` (as ``user``, shown as ``name``) and return everything the bot showed in answer.
 
         A message not ``addressed`` to the bot is chatter among users: it never reaches the core.
+        ``attachments`` are files sent with it; ``context`` a discussion it asks about (a catch-up).
         """
         surface = MemorySurface()
         if not addressed:
             return surface.posts
-        author = Identity(self.platform, user or self.user)
-        await self.core.submit(Incoming(self.key(channel, thread), author, text), surface)
+        author = Identity(self.platform, user or self.user, name=name)
+        message = Incoming(
+            self.key(channel, thread), author, text, command=command, attachments=attachments, context=context
+        )
+        await self.core.submit(message, surface)
         return surface.posts
 
     async def say(self, text: str, channel: str = "general", thread: str | None = None) -> str:

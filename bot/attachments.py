@@ -105,4 +105,4 @@ def file_block(name: str, content: str) -> str:
     fence = "```"
     while fence in content:
         fence += "`"
-    return f"\n\nFile {typed(name)}:\n{fence}\n{typed(content)}\n{fence}"
+    return f"\n\nFile {typed(name)}:\n{fence}\n{typed(content).rstrip(chr(10))}\n{fence}"

@@ -30,9 +30,10 @@ from bot.types import ConversationKey, Identity, Incoming
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness, wait_until
-from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS, FailingEngine
+from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS, FailingEngine, RecordingEngine
 
 HarnessFactory = Callable[[Core], AbstractAsyncContextManager[Harness]]
+PIRATE = "You are a pirate. Answer every question like a pirate would."
 # adapter -> (module, factory); Discord's and Slack's need their extras.
 HARNESSES = {
     "memory": ("tests.behaviour.local_harness", "memory_harness"),
@@ -124,6 +125,19 @@ async def test_export_by_an_admin_runs_with_progress(harness: Harness, actions: 
     answer = shown(await harness.command("export", "help", user=ADMIN))
     assert "Exporting: step 1 of 1" in answer and "Export finished for help." in answer
     assert actions.calls == [(f"{harness.platform}:{ADMIN_IDS[harness.platform][0]}", "help")]
+
+
+async def test_a_persona_is_set_by_admins_and_shapes_the_next_answer(
+    adapter: HarnessFactory, engine: OpenVINOEngine, actions: RecordingActions
+) -> None:
+    recording = RecordingEngine(engine)
+    async with adapter(build_core(recording, actions)) as harness:
+        refused = shown(await harness.command("persona", PIRATE, user=MEMBER))
+        assert NOT_ADMIN.format(command="persona") in refused
+        assert PIRATE in shown(await harness.command("persona", PIRATE, user=ADMIN))
+        await harness.message("What is the capital of France?")
+        assert PIRATE in recording.prompts[-1].split("capital of France", 1)[0]
+        assert PIRATE in shown(await harness.command("persona", user=MEMBER))
 
 
 async def test_a_mention_alone_gets_the_help(harness: Harness) -> None:

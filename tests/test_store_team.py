@@ -1,0 +1,52 @@
+"""The history store's team data: authors kept with turns, a channel's persona and its feedback, across reopens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.store import Feedback, SQLiteHistoryStore
+from bot.types import ConversationKey
+from model.engine import ChatMessage
+from tests.test_store_retention import A, write_v1_database
+
+THREAD = ConversationKey("slack", "C1", "111.222")
+CHANNEL = ConversationKey("slack", "C1")
+OTHER = ConversationKey("slack", "C2")
+
+
+async def test_authors_personas_and_feedback_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    store = await SQLiteHistoryStore.open(path)
+    await store.append(THREAD, ChatMessage("user", "Ship Friday?", "Alice"))
+    await store.append(THREAD, ChatMessage("assistant", "Sounds good."))
+    await store.set_persona(THREAD, "Answer in French.", "slack:UADMIN")
+    await store.record_feedback(THREAD, "111.333", "U1", helpful=True)
+    await store.record_feedback(CHANNEL, "111.444", "U1", helpful=False)
+    await store.record_feedback(OTHER, "9.9", "U1", helpful=True)
+    await store.close()
+
+    store = await SQLiteHistoryStore.open(path)
+    try:
+        assert await store.history(THREAD, 10) == [
+            ChatMessage("user", "Ship Friday?", "Alice"),
+            ChatMessage("assistant", "Sounds good."),
+        ]
+        # A persona and feedback belong to the channel, its threads included.
+        assert await store.persona(CHANNEL) == "Answer in French."
+        assert await store.persona(OTHER) is None
+        assert await store.feedback(THREAD) == Feedback(helpful=1, unhelpful=1)
+        await store.set_persona(CHANNEL, None, "slack:UADMIN")
+        assert await store.persona(THREAD) is None
+    finally:
+        await store.close()
+
+
+async def test_turns_stored_before_authors_were_kept_stay_unnamed(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    write_v1_database(path)
+    store = await SQLiteHistoryStore.open(path)
+    try:
+        assert [turn.name for turn in await store.history(A, 10)] == [None, None]
+        assert await store.feedback(A) == Feedback()
+    finally:
+        await store.close()
