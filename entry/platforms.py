@@ -59,6 +59,7 @@ def _discord(module: Any, settings: Settings) -> Adapter:
         channels=frozenset(settings.discord_channels),
         api_base=settings.discord_api_base,
         gateway_url=settings.discord_gateway_url,
+        catchup_max_messages=settings.catchup_max_messages,
     )
     adapter: Adapter = module.DiscordAdapter(config)
     return adapter
@@ -82,6 +83,9 @@ def _slack(module: Any, settings: Settings) -> Adapter:
         port=settings.slack_port,
         channels=frozenset(settings.slack_channels),
         api_url=settings.slack_api_url,
+        catchup_max_messages=settings.catchup_max_messages,
+        assistant_greeting=settings.slack_assistant_greeting,
+        suggested_prompts=tuple(settings.slack_suggested_prompts),
     )
     adapter: Adapter = module.SlackAdapter(config)
     return adapter

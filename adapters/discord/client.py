@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
 import aiohttp
 import discord
-from discord import app_commands
 
 from adapters.base import PlatformStartupError
+from adapters.discord.catchup import CatchUp
+from adapters.discord.commands import command_tree
 from adapters.discord.endpoints import Endpoints, attach_gateway, attach_rest, webhooks_pointed_at
 from adapters.discord.surfaces import ChannelSurface, Interaction, InteractionSurface
 from adapters.discord.translate import NO_MENTIONS, PLATFORM, TriggerPolicy, command_incoming, invite_url, to_incoming
+from bot.attribution import is_summary_request
 from bot.core import Core
 from bot.inbox import Unfinished
 from bot.streaming import EditBudget
@@ -24,10 +25,9 @@ from bot.surface import Pacing
 
 log = logging.getLogger(__name__)
 
-CommandTree = app_commands.CommandTree[discord.Client]
-
 MESSAGE_LIMIT = 2000
 MIN_MESSAGE_LIMIT = 32  # split_message needs room for a reopened code fence
+MAX_CATCHUP_MESSAGES = 1000
 NO_CONTENT_INTENT = (
     "message_content intent is not enabled for this application: answering mentions and DMs only "
     "(enable 'Message Content Intent' in the Developer Portal for replies and DISCORD_CHANNELS)"
@@ -36,7 +36,10 @@ NO_CONTENT_INTENT = (
 
 @dataclass(frozen=True)
 class DiscordConfig:
-    """The adapter's settings: the token, channels answered without a mention, addresses, limits and pacing."""
+    """The adapter's settings: the token, channels answered without a mention, addresses, limits and pacing.
+
+    ``catchup_max_messages`` is the most messages a catch-up reads (the newest are kept).
+    """
 
     token: str = field(repr=False)
     channels: frozenset[str] = frozenset()
@@ -46,10 +49,13 @@ class DiscordConfig:
     edit_interval_s: float = 1.0
     edits_per_second: float = 4.0
     guild_ready_timeout_s: float = 2.0
+    catchup_max_messages: int = 200
 
     def __post_init__(self) -> None:
         if not MIN_MESSAGE_LIMIT <= self.message_limit <= MESSAGE_LIMIT:
             raise ValueError(f"message_limit must be between {MIN_MESSAGE_LIMIT} and {MESSAGE_LIMIT} characters")
+        if not 1 <= self.catchup_max_messages <= MAX_CATCHUP_MESSAGES:
+            raise ValueError(f"catchup_max_messages must be between 1 and {MAX_CATCHUP_MESSAGES}")
         if self.edit_interval_s < 0 or self.edits_per_second <= 0 or self.guild_ready_timeout_s < 0:
             raise ValueError("edit_interval_s and guild_ready_timeout_s must be >= 0 and edits_per_second > 0")
 
@@ -73,6 +79,7 @@ class DiscordAdapter:
 
     platform = PLATFORM
     _core: Core  # set by serve, before any event can arrive
+    _catch_up: CatchUp  # likewise
     _policy: TriggerPolicy  # set once logged in, before the gateway connects
 
     def __init__(self, config: DiscordConfig) -> None:
@@ -89,6 +96,7 @@ class DiscordAdapter:
         if not self.config.token:
             raise DiscordStartError("DISCORD_TOKEN is not set")
         self._core = core
+        self._catch_up = CatchUp(core, self._pacing, self.config.catchup_max_messages)
         with webhooks_pointed_at(self._endpoints):
             client = await self._start()
             # Messages an earlier run accepted but never answered go first, before the gateway delivers new ones.
@@ -98,12 +106,19 @@ class DiscordAdapter:
     async def on_message(self, message: discord.Message) -> None:
         """Hand ``message`` to the core if it is for the bot; everything else is ignored."""
         found = to_incoming(message, self._policy)
-        if found is not None:
-            why, incoming = found
-            log.info("Answering a %s in %s", why.value, incoming.key)
-            incoming = replace(incoming, message_id=str(message.id))
-            surface = ChannelSurface(message.channel, message, self._pacing)
-            self._core.submit(incoming, surface, reply_to=f"{message.channel.id} {message.id}")
+        if found is None:
+            return
+        why, incoming = found
+        log.info("Answering a %s in %s", why.value, incoming.key)
+        incoming = replace(incoming, message_id=str(message.id))
+        surface = ChannelSurface(message.channel, message, self._pacing)
+        if isinstance(message.channel, discord.Thread) and is_summary_request(incoming.text):
+            # "@bot summarize" in a thread: the thread (which the bot may not have followed) is what is asked about.
+            context = await self._catch_up.thread_before(message, surface)
+            if context is None:
+                return
+            incoming = replace(incoming, text="", command="summarize", context=context)
+        self._core.submit(incoming, surface, reply_to=f"{message.channel.id} {message.id}")
 
     async def on_ready(self) -> None:
         """The gateway session is up: the bot counts as connected for ``/healthz``."""
@@ -199,8 +214,8 @@ class DiscordAdapter:
 
     async def _sync_commands(self, client: discord.Client) -> None:
         try:
-            synced = await _command_tree(client, self.on_command).sync()
-            log.info("Registered slash commands: %s", ", ".join(f"/{command.name}" for command in synced))
+            synced = await command_tree(client, self.on_command, self._catch_up).sync()
+            log.info("Registered commands: %s", ", ".join(command.name for command in synced))
         except discord.HTTPException as error:  # not fatal: messages still work without slash commands
             log.warning("Could not register slash commands: %s", error)
 
@@ -231,35 +246,3 @@ def _raise_fatal(connection: asyncio.Task[None]) -> None:
         ) from None
     except discord.ConnectionClosed as error:
         raise DiscordStartError(f"Discord closed the gateway connection (code {error.code}: {error.reason})") from None
-
-
-def _command_tree(client: discord.Client, submit: Callable[[Interaction, str, str], None]) -> CommandTree:
-    """/ask, /reset, /stats and /export, each handed to ``submit`` as (interaction, name, argument)."""
-
-    # discord.py reads option names and types from each callback's signature.
-    @app_commands.command(name="ask", description="Ask the bot; the answer streams in as it is written.")
-    @app_commands.describe(prompt="Your question or message")
-    async def ask(interaction: Interaction, prompt: str) -> None:
-        submit(interaction, "ask", prompt)
-
-    @app_commands.command(name="reset", description="Forget this conversation.")
-    async def reset(interaction: Interaction) -> None:
-        submit(interaction, "reset", "")
-
-    @app_commands.command(name="stats", description="Speed of the last reply and the model in use.")
-    async def stats(interaction: Interaction) -> None:
-        submit(interaction, "stats", "")
-
-    # Hidden from members without Manage Server by default; the core still checks the admin list.
-    @app_commands.command(name="export", description="Admins: re-export the model.")
-    @app_commands.describe(argument="SOURCE [--option VALUE ...], or help; empty: the default model and settings")
-    @app_commands.default_permissions(manage_guild=True)
-    async def export(interaction: Interaction, argument: str = "") -> None:
-        submit(interaction, "export", argument)
-
-    tree: CommandTree = app_commands.CommandTree(client)
-    tree.add_command(ask)
-    tree.add_command(reset)
-    tree.add_command(stats)
-    tree.add_command(export)
-    return tree

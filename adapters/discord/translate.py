@@ -9,12 +9,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import discord
 
+from adapters.discord.files import attachments_of
+from bot.attribution import UNKNOWN
 from bot.surface import Kind
-from bot.types import ConversationKey, Identity, Incoming
+from bot.types import ConversationKey, Identity, Incoming, Said
 
 PLATFORM = "discord"
 
@@ -24,7 +26,8 @@ NO_MENTIONS = discord.AllowedMentions.none()
 INVITE_SCOPES = ("bot", "applications.commands")
 INVITE_PERMISSIONS = discord.Permissions(send_messages=True, send_messages_in_threads=True, read_message_history=True)
 
-_USER_MENTION = re.compile(r"<@!?(\d+)>")
+# A user (<@id>, <@!id>), role (<@&id>) or channel (<#id>) mention as Discord writes it: ids are snowflakes.
+_MENTION = re.compile(r"<(@!?|@&|#)([0-9]{15,20})>")
 
 
 class Trigger(enum.Enum):
@@ -84,35 +87,82 @@ def identity(user: discord.User | discord.Member) -> Identity:
     """Who wrote a message or used a command, with their server roles (none in a DM) except @everyone.
 
     @everyone's id is the server's: counting it would make everybody an admin once the server id is listed.
+    The name is the one people see (the server nickname, else the global display name), never the id.
     """
     roles = user.roles if isinstance(user, discord.Member) else []
-    return Identity(PLATFORM, str(user.id), frozenset(str(role.id) for role in roles if not role.is_default()))
+    role_ids = frozenset(str(role.id) for role in roles if not role.is_default())
+    return Identity(PLATFORM, str(user.id), role_ids, name=user.display_name)
 
 
-def prompt_text(content: str, bot_id: int, names: Mapping[int, str]) -> str:
-    """What the model reads: the bot's own mention removed, other users' mentions as @name."""
+@dataclass(frozen=True)
+class Names:
+    """What a message's mentions stand for, by id: people's display names, role and channel names."""
+
+    users: Mapping[int, str] = field(default_factory=dict)
+    roles: Mapping[int, str] = field(default_factory=dict)
+    channels: Mapping[int, str] = field(default_factory=dict)
+
+
+def names_in(message: discord.Message) -> Names:
+    """The names of everything ``message`` mentions that discord.py can resolve (the payload, then the cache)."""
+    guild = message.guild
+    users = {user.id: user.display_name for user in message.mentions}
+    roles = {role.id: role.name for role in message.role_mentions}
+    channels = {channel.id: channel.name for channel in message.channel_mentions}
+    if guild is not None:
+        for user_id in message.raw_mentions:
+            if user_id not in users and (member := guild.get_member(user_id)) is not None:
+                users[user_id] = member.display_name
+    return Names(users, roles, channels)
+
+
+def prompt_text(content: str, bot_id: int | None, names: Names = Names()) -> str:
+    """What the model reads: the bot's own mention removed, others as ``@Name``/``#channel``, never a raw id.
+
+    A mention discord.py cannot resolve becomes ``@someone`` (a person or role) or ``#channel``.
+    """
 
     def replace(match: re.Match[str]) -> str:
-        user_id = int(match.group(1))
-        if user_id == bot_id:
+        kind, target = match.group(1), int(match.group(2))
+        if kind == "#":
+            return f"#{names.channels.get(target, 'channel')}"
+        if kind == "@&":
+            return f"@{names.roles.get(target, UNKNOWN)}"
+        if target == bot_id:
             return ""
-        return f"@{names[user_id]}" if user_id in names else match.group(0)
+        return f"@{names.users.get(target, UNKNOWN)}"
 
-    return _USER_MENTION.sub(replace, content).strip()
+    return _MENTION.sub(replace, content).strip()
+
+
+def author_name(message: discord.Message) -> str:
+    """The name people see on ``message``: the member's nickname where the server's cache knows it."""
+    member = message.guild.get_member(message.author.id) if message.guild is not None else None
+    return (member or message.author).display_name
+
+
+def said(message: discord.Message) -> Said:
+    """One message of a discussion as the model reads it: its author's name, its text and its files' names."""
+    text = prompt_text(message.content, None, names_in(message))
+    files = ", ".join(attachment.filename for attachment in message.attachments)
+    return Said(author_name(message), f"{text}\n[attached: {files}]".strip() if files else text)
 
 
 def to_incoming(message: discord.Message, policy: TriggerPolicy) -> tuple[Trigger, Incoming] | None:
     """Why the bot answers ``message`` and what the core gets of it, or ``None`` when the bot stays silent.
 
-    A bare mention or DM is handed on (the core answers with help); an empty post in a
-    listed channel or a reply (an image, say) is no question.
+    A bare mention or DM is handed on (the core answers with help, or reads the files sent alone); a
+    post with neither text nor files in a listed channel or a reply (a sticker, say) is no question.
     """
     why = trigger(message, policy)
-    names = {user.id: user.display_name for user in message.mentions}
-    text = prompt_text(message.content, policy.bot_id, names)
-    if why is None or (not text and why in (Trigger.REPLY, Trigger.CHANNEL)):
+    if why is None:
         return None
-    return why, Incoming(conversation_key(message.channel, message.channel.id), identity(message.author), text)
+    text = prompt_text(message.content, policy.bot_id, names_in(message))
+    files = attachments_of(message)
+    if not text and not files and why in (Trigger.REPLY, Trigger.CHANNEL):
+        return None
+    key = conversation_key(message.channel, message.channel.id)
+    return why, Incoming(key, identity(message.author), text, attachments=files)
 
 
 def command_incoming(interaction: discord.Interaction[discord.Client], name: str, argument: str) -> Incoming:

@@ -292,7 +292,9 @@ class DiscordStandIn:
         commands = await request.json()
         echoed = [
             {"id": str(payloads.new_id()), "application_id": str(APP_ID), "version": "1", "type": 1}
+            # Discord answers every command with a description: "" for message and user commands.
             | {"options": [], "default_member_permissions": None, "dm_permission": True, "nsfw": False}
+            | {"description": ""}
             | command
             for command in commands
         ]

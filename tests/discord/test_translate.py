@@ -19,17 +19,19 @@ from adapters.discord import DiscordConfig
 from adapters.discord.client import content_intent_allowed, gateway_intents
 from adapters.discord.translate import (
     NO_MENTIONS,
+    Names,
     Trigger,
     TriggerPolicy,
     command_incoming,
     invite_url,
     prompt_text,
     render,
+    said,
     to_incoming,
     trigger,
 )
 from bot.surface import Kind
-from bot.types import ConversationKey, Identity, Incoming
+from bot.types import ConversationKey, Identity, Incoming, Said
 from tests.discord import payloads
 from tests.discord.payloads import (
     ADMIN_ROLE_ID,
@@ -186,9 +188,71 @@ def test_system_messages_never_trigger(state: Any, guild: discord.Guild) -> None
     assert trigger(_read(state, guild, payload), POLICY) is None
 
 
-def test_prompt_text_keeps_unknown_mentions_and_code() -> None:
-    content = f"{mention()}\n```py\nprint('<@123>')\n```"
-    assert prompt_text(content, BOT_ID, {}) == "```py\nprint('<@123>')\n```"
+def test_prompt_text_keeps_code_that_only_looks_like_a_mention() -> None:
+    content = f"{mention()}\n```py\nprint('<@123>')\n```"  # not a snowflake: no mention Discord would make
+    assert prompt_text(content, BOT_ID) == "```py\nprint('<@123>')\n```"
+
+
+def test_mentions_become_names_and_never_ids(state: Any, guild: discord.Guild) -> None:
+    bob = payloads.user(1400000000000000099, "bob") | {"member": payloads.member(payloads.user()) | {"nick": "Bobby"}}
+    unknown_user, unknown_role, unknown_channel = 1400000000000000077, 1500000000000000077, 1300000000000000077
+    content = (
+        f"{mention()} ask {mention(1400000000000000099)} and <@{unknown_user}>, ping <@&{ADMIN_ROLE_ID}> "
+        f"or <@&{unknown_role}> in <#{LISTED_CHANNEL_ID}> or <#{unknown_channel}>"
+    )
+    payload = payloads.message_create(content, mentions=(payloads.bot_user(), bob))
+    payload["mention_roles"] = [str(ADMIN_ROLE_ID)]
+    text = _incoming(_read(state, guild, payload)).text
+
+    assert text == "ask @Bobby and @someone, ping @bot-admins or @someone in #ask-the-bot or #channel"
+
+
+def test_prompt_text_resolves_from_the_names_given() -> None:
+    names = Names(users={1400000000000000099: "Bob"}, roles={}, channels={CHANNEL_ID: "general"})
+    content = f"<@!1400000000000000099> in <#{CHANNEL_ID}>, not {mention()}"
+    assert prompt_text(content, BOT_ID, names) == "@Bob in #general, not"
+    # In a discussion read back the bot is one of the people talking: its mention stays, as a name.
+    assert prompt_text(mention(), None, Names(users={BOT_ID: "Teambot"})) == "@Teambot"
+
+
+def test_identity_carries_the_display_name(state: Any, guild: discord.Guild) -> None:
+    nicknamed = _mentioning_bot("hi")
+    nicknamed["member"]["nick"] = "Ali"
+    assert _incoming(_read(state, guild, nicknamed)).author.name == "Ali"
+    in_dm = payloads.message_create("hi", channel_id=DM_CHANNEL_ID, in_guild=False)
+    assert _incoming(_read(state, guild, in_dm)).author.name == "Alice"  # the global display name
+    command = discord.Interaction(data=payloads.interaction_create("ask"), state=state)  # type: ignore[arg-type]
+    assert command_incoming(command, "ask", "hi").author.name == "Alice"
+
+
+def _with_file(payload: payloads.Payload, name: str, size: int, content_type: str | None) -> payloads.Payload:
+    url = f"http://127.0.0.1:9/attachments/1/{name}"
+    file = {"id": str(payloads.new_id()), "filename": name, "size": size, "url": url, "proxy_url": url}
+    payload["attachments"].append(file | ({"content_type": content_type} if content_type else {}))
+    return payload
+
+
+def test_attachments_are_handed_on_with_their_name_size_and_type(state: Any, guild: discord.Guild) -> None:
+    payload = _with_file(_mentioning_bot(""), "notes.txt", 12, "text/plain; charset=utf-8")
+    _with_file(payload, "blob", 3, None)
+    files = _incoming(_read(state, guild, payload)).attachments
+
+    assert [(f.name, f.size, f.content_type) for f in files] == [
+        ("notes.txt", 12, "text/plain; charset=utf-8"),
+        ("blob", 3, None),
+    ]
+
+
+def test_a_file_alone_is_a_question_in_a_listed_channel(state: Any, guild: discord.Guild) -> None:
+    payload = _with_file(payloads.message_create("", channel_id=LISTED_CHANNEL_ID), "log.txt", 5, "text/plain")
+    assert _incoming(_read(state, guild, payload)).text == ""
+
+
+def test_said_names_the_author_and_the_files(state: Any, guild: discord.Guild) -> None:
+    carol = payloads.user(1400000000000000055, "carol")
+    payload = _with_file(payloads.message_create(f"see {mention()}", author=carol), "trace.log", 9, None)
+    payload["mentions"] = [payloads.bot_user()]
+    assert said(_read(state, guild, payload)) == Said("Carol", "see @Teambot\n[attached: trace.log]")
 
 
 def test_interaction_keys_and_identities(state: Any, guild: discord.Guild) -> None:
@@ -249,7 +313,14 @@ def test_intents_request_content_only_when_allowed() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"message_limit": 31}, {"message_limit": 2001}, {"edits_per_second": 0.0}, {"edit_interval_s": -1.0}],
+    [
+        {"message_limit": 31},
+        {"message_limit": 2001},
+        {"edits_per_second": 0.0},
+        {"edit_interval_s": -1.0},
+        {"catchup_max_messages": 0},
+        {"catchup_max_messages": 1001},
+    ],
 )
 def test_config_rejects_unusable_limits(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
