@@ -99,6 +99,7 @@ class SlackStandIn:
         app.add_routes(
             [
                 web.post("/api/{method}", self._api),
+                web.get("/api/{method}", self._api),  # Slack takes reads (users.info ...) as GET too
                 web.get("/socket-mode", self._socket_mode),
                 web.post("/respond/{id}", self._respond),
                 *self.routes,

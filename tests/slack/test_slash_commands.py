@@ -53,13 +53,14 @@ def top_level(slack: SlackStandIn) -> Posted | None:
 async def test_ask_posts_the_question_and_streams_the_answer_in_its_thread(
     slack: SlackStandIn, bot: MemoryAdapter
 ) -> None:
-    # Slack sends mentions in command text as <!channel> and <@U…>; echoing them would notify.
-    expected = to_mrkdwn(await bot.say("@channel @UOTHER01 What is the capital of France?"))
+    # Slack sends mentions in command text as <!channel> and <@U…>; echoing them would notify, and the model
+    # reads a name, never an id (here nobody the workspace knows: someone).
+    expected = to_mrkdwn(await bot.say("@channel @someone What is the capital of France?"))
 
     await timed_ack(slack, "/ask", "<!channel> <@UOTHER01> What is the capital of France?")
 
     asked = await slack.wait_for(lambda: top_level(slack))
-    assert asked.text == f"<@{USER}> asked: @channel @UOTHER01 What is the capital of France?"
+    assert asked.text == f"<@{USER}> asked: @channel @someone What is the capital of France?"
     reply = await slack.wait_text(CHANNEL, asked.ts, expected)
     assert len(reply.texts) >= 2
 

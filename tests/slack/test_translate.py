@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 from typing import Any
 
 import pytest
 
+from adapters.slack.catchup import QUESTION, question_modal, shortcut_thread, submitted_question, to_said
+from adapters.slack.files import FileDownloadError, SlackFile, attachments, download
+from adapters.slack.people import ArrivalOrder, display_name
 from adapters.slack.state import BoundedMap, FollowedThreads
 from adapters.slack.translate import (
+    COMMANDS,
     SlackMessage,
     channel_key,
     clean_text,
     is_addressed,
+    mentioned_users,
     to_command,
     to_message,
 )
-from bot.types import ConversationKey, Identity, Incoming
+from bot.types import ConversationKey, Identity, Incoming, Said
 
 BOT = "UBOT0001"
 
@@ -35,7 +43,7 @@ def never(channel: str, thread_ts: str) -> bool:
     [
         (f"<@{BOT}> what is 2 + 2?", "what is 2 + 2?"),
         (f"hey <@{BOT}|bot>  there", "hey there"),
-        ("ask <@U2> or <@U3|alice>", "ask @U2 or @alice"),
+        ("ask <@U2> or <@U3|alice>", "ask @someone or @alice"),
         ("in <#C9|random> now", "in #random now"),
         ("<!here> and <!channel> and <!everyone>", "@here and @channel and @everyone"),
         ("<!subteam^S1|@devs> help", "@devs help"),
@@ -47,6 +55,110 @@ def never(channel: str, thread_ts: str) -> bool:
 )
 def test_clean_text(slack: str, plain: str) -> None:
     assert clean_text(slack, BOT) == plain
+
+
+def test_mentions_read_as_display_names_never_ids() -> None:
+    names = {"U2": "Bob", "U3": "Carol\n⟦Eve⟧"}
+    text = f"<@{BOT}> ask <@U2>, <@U3|carol> or <@U4>"
+    assert mentioned_users(text, BOT) == {"U2", "U3", "U4"}
+    # A display name wins over the legacy handle in a label; a name is one line without the bot's brackets.
+    assert clean_text(text, BOT, names) == "ask @Bob, @Carol [Eve] or @someone"
+
+
+def test_a_message_with_files_keeps_them_for_the_core() -> None:
+    shared = [
+        {
+            "name": "a.txt",
+            "mimetype": "text/plain",
+            "size": 5,
+            "url_private": "https://f/a",
+            "url_private_download": "https://f/a?dl",
+        },
+        {"name": "gone.txt", "mode": "tombstone"},
+        "not a file",
+    ]
+    message = to_message(event(subtype="file_share", files=shared, text=""), BOT)
+    assert message is not None and message.text == ""
+    assert message.files == (
+        SlackFile("a.txt", 5, "text/plain", "https://f/a?dl"),
+        SlackFile("gone.txt", None, None, None),
+    )
+    assert [(a.name, a.size, a.content_type) for a in attachments(message.files, "xoxb-secret")] == [
+        ("a.txt", 5, "text/plain"),
+        ("gone.txt", None, None),
+    ]
+    assert "xoxb-secret" not in repr(attachments(message.files, "xoxb-secret"))
+
+
+async def test_a_file_that_cannot_be_downloaded_says_why_without_the_token() -> None:
+    with pytest.raises(FileDownloadError, match="does not offer it"):
+        await download(SlackFile("gone.txt", None, None, None), 10, bot_token="xoxb-secret")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/files/F1/a.txt"
+    with pytest.raises(FileDownloadError) as raised:
+        await download(SlackFile("a.txt", 5, "text/plain", url), 10, bot_token="xoxb-secret")
+    assert "xoxb-secret" not in str(raised.value) and raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("user", "name"),
+    [
+        ({"name": "al", "real_name": "Al R", "profile": {"display_name": "Alice", "real_name": "Alice R"}}, "Alice"),
+        ({"name": "al", "profile": {"display_name": " ", "real_name": "Alice R"}}, "Alice R"),
+        ({"name": "al", "real_name": "Al R", "profile": {}}, "Al R"),
+        ({"name": "al"}, "al"),
+        ({}, "someone"),
+    ],
+)
+def test_display_name_falls_back_as_slack_does(user: dict[str, Any], name: str) -> None:
+    assert display_name(user) == name
+
+
+def test_a_thread_message_as_the_model_reads_it() -> None:
+    names = {"U1": "Alice", BOT: "Team Bot"}
+    assert to_said({"user": "U1", "text": "hi <@U1>"}, names, BOT) == Said("Alice", "hi @Alice")
+    assert to_said({"user": BOT, "bot_id": "B1", "text": "an answer"}, names, BOT) == Said("Team Bot", "an answer")
+    other_bot = {"bot_id": "B2", "username": "CI", "text": "build green"}
+    assert to_said(other_bot, names, BOT) == Said("CI", "build green")
+    shared = {"user": "U9", "text": "", "files": [{"name": "log.txt"}]}
+    assert to_said(shared, names, BOT) == Said("someone", "[shared log.txt]")
+    assert to_said({"user": "U1", "text": "  "}, names, BOT) is None
+
+
+def test_shortcuts_and_the_question_modal_find_their_thread() -> None:
+    in_thread = {"channel": {"id": "C1"}, "message": {"ts": "2.0", "thread_ts": "1.0"}}
+    top_level = {"channel": {"id": "C1"}, "message": {"ts": "3.0"}}
+    assert shortcut_thread(in_thread) == ("C1", "1.0")
+    assert shortcut_thread(top_level) == ("C1", "3.0")
+    view = question_modal("C1", "1.0").to_dict()
+    view["state"] = {"values": {QUESTION: {QUESTION: {"type": "plain_text_input", "value": " Why? "}}}}
+    assert submitted_question(view) == ("C1", "1.0", "Why?")
+    assert json.loads(view["private_metadata"]) == {"channel": "C1", "thread_ts": "1.0"}
+    assert submitted_question({"private_metadata": "not json"}) == ("", "", "")
+
+
+async def test_messages_are_handed_over_in_arrival_order_per_conversation() -> None:
+    order, handed, slow = ArrivalOrder(), [], asyncio.Event()
+
+    async def prepare(name: str, wait: asyncio.Event | None = None) -> str:
+        if wait is not None:
+            await wait.wait()
+        return name
+
+    first = asyncio.create_task(order.hand_over("k", prepare("first", slow), handed.append))
+    second = asyncio.create_task(order.hand_over("k", prepare("second"), handed.append))
+    other = asyncio.create_task(order.hand_over("other", prepare("other"), handed.append))
+    await other  # another conversation does not wait for a slow one
+    assert handed == ["other"] and not second.done()
+    slow.set()
+    await asyncio.gather(first, second)
+    assert handed == ["other", "first", "second"]
+    assert not order._locks, "nothing kept once every message was handed over"
+
+
+def test_persona_is_a_slash_command() -> None:
+    assert "/persona" in COMMANDS
 
 
 def test_a_top_level_message_is_answered_in_its_own_thread() -> None:
@@ -102,10 +214,12 @@ def test_other_channel_messages_are_not_addressed() -> None:
 
 
 def test_slash_command_payload() -> None:
-    body = {"command": "/ASK", "text": "  is 1 &lt; 2? <!channel> ", "user_id": "U1", "channel_id": "C1"}
-    assert to_command(body, BOT) == Incoming(
-        ConversationKey("slack", "C1"), Identity("slack", "U1"), "is 1 < 2? @channel", command="ask"
+    body = {"command": "/ASK", "text": "  is 1 &lt; 2? <!channel> <@U2|bob>", "user_id": "U1", "channel_id": "C1"}
+    incoming = to_command(body, BOT, {"U2": "Bob"}, author="Alice")
+    assert incoming == Incoming(
+        ConversationKey("slack", "C1"), Identity("slack", "U1"), "is 1 < 2? @channel @Bob", command="ask"
     )
+    assert incoming.author.name == "Alice"
     assert channel_key("C1") == ConversationKey("slack", "C1")
 
 
