@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,16 @@ def make_manager(engine: OpenVINOEngine, **config: object) -> ConversationManage
 
 
 class RecordingEngine:
-    """The real engine, remembering every prompt it is asked to continue."""
+    """The real engine, remembering every prompt it is asked to continue.
 
-    def __init__(self, engine: OpenVINOEngine) -> None:
+    With ``context_size`` it tells the core the model's context is that small (as ``BOT_CONTEXT_SIZE`` would):
+    a long discussion overflows it without a slow prompt of thousands of tokens.
+    """
+
+    def __init__(self, engine: OpenVINOEngine, context_size: int | None = None) -> None:
         self._engine = engine
         self.prompts: list[str] = []
+        self.info = engine.info if context_size is None else replace(engine.info, context_size=context_size)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)

@@ -71,14 +71,15 @@ async def test_a_thread_handed_over_is_summarized_in_order_with_authors(
 async def test_a_thread_too_long_for_the_context_keeps_the_newest_and_says_so(
     bot: MemoryAdapter, recording: RecordingEngine
 ) -> None:
-    long = " ".join(["lorem ipsum dolor sit amet"] * 60)
+    small = MemoryAdapter(make_core(make_manager(RecordingEngine(recording, context_size=1024))))  # type: ignore[arg-type]
+    long = " ".join(["lorem ipsum dolor sit amet"] * 10)
     thread = tuple(Said("Alice" if i % 2 else "Bob", f"Message {i}: {long}") for i in range(40))
-    posts = await bot.posts("summarize", thread="t2", command="summarize", context=thread)
+    posts = await small.posts("summarize", thread="t2", command="summarize", context=thread)
     notices = [post.text for post in posts if post.kind is Kind.NOTICE]
     assert len(notices) == 1 and notices[0].startswith(OLDER_LEFT_OUT.split("{", 1)[0])
     prompt = recording.prompts[-1]
     assert "Message 39:" in prompt and "Message 0:" not in prompt
-    assert await recording.count_tokens(prompt) <= recording.info.context_size - TEST_MAX_NEW_TOKENS
+    assert await recording.count_tokens(prompt) <= 1024 - TEST_MAX_NEW_TOKENS
 
 
 async def test_summarize_without_a_thread_says_how_to_use_it(bot: MemoryAdapter) -> None:

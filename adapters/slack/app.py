@@ -16,15 +16,29 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.assistant import SlackAssistant
+from adapters.slack.catchup import CatchUp
 from adapters.slack.connection import SlackConfig, connect, identify, web_client
+from adapters.slack.files import attachments
+from adapters.slack.people import ArrivalOrder, People
 from adapters.slack.state import FollowedThreads
 from adapters.slack.surfaces import CommandSurface, ThreadSurface
-from adapters.slack.translate import COMMANDS, PLATFORM, is_addressed, to_command, to_message
+from adapters.slack.translate import (
+    COMMANDS,
+    PLATFORM,
+    SlackMessage,
+    channel_key,
+    is_addressed,
+    mentioned_users,
+    to_command,
+    to_message,
+)
+from bot.attribution import is_summary_request
 from bot.core import Core
 from bot.inbox import Unfinished
 from bot.streaming import EditBudget
 from bot.surface import Pacing
-from bot.types import Identity, Incoming
+from bot.types import ConversationKey, Identity, Incoming
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,18 @@ class Listeners:
         self._threads = FollowedThreads()
         budget = EditBudget(config.edit_interval_s, config.edits_per_minute / 60)
         self._pacing = Pacing(budget, config.message_limit)
+        self._people = People(client)
+        self._order = ArrivalOrder()
+        self._catchup = CatchUp(
+            core,
+            client,
+            self._people,
+            self._order,
+            self._threads,
+            self._pacing,
+            bot_user_id=bot_user_id,
+            max_messages=config.catchup_max_messages,
+        )
 
     def build_app(self) -> AsyncApp:
         """The Bolt app with this adapter's middleware, event and command listeners."""
@@ -93,10 +119,13 @@ class Listeners:
             logger=logging.getLogger("adapters.slack.bolt"),
         )
         app.use(self._refuse_when_stopping)
+        # The assistant view's threads and feedback buttons (its middleware takes those messages before _on_event).
+        SlackAssistant(self._core, self._client, self._pacing, self._config, self.translate).register(app)
         app.event("app_mention")(self._on_event)
         app.event("message")(self._on_event)
         for name in COMMANDS:
             app.command(name)(self._on_command)
+        self._catchup.register(app)
         return app
 
     async def _refuse_when_stopping(
@@ -120,14 +149,36 @@ class Listeners:
         # A file without a caption in a watched channel or thread is no question; a bare mention or DM gets help.
         if message is None or not (message.text or personal):
             return
+        if message.thread_ts != message.ts and is_summary_request(message.text):
+            # "@bot summarize" in a thread: as the "Summarize this thread" shortcut (the inbox drops a repeat).
+            await self._catchup.catch_up(message.channel, message.thread_ts, message.user, "", message.message_id)
+            return
         # A followed thread goes on with its conversation (a /ask thread: the channel's); follow this one from now on.
         thread = (message.channel, message.thread_ts)
         key = self._threads[thread] = self._threads.recall(thread) or message.key
         surface = ThreadSurface(self._client, message.channel, message.thread_ts, self._pacing)
-        incoming = Incoming(key, Identity(PLATFORM, message.user), message.text, message_id=message.message_id)
         # Recorded before this listener returns, so before Bolt acknowledges the event (process_before_response);
         # the core's inbox answers the message once, whether a retry or app_mention + message repeat it.
-        self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}")
+        # Names are looked up first, yet messages of one conversation reach the core in the order they came.
+        await self._order.hand_over(
+            key,
+            self._named(event, message, key),
+            lambda incoming: self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}"),
+        )
+
+    async def translate(self, event: dict[str, Any]) -> Incoming | None:
+        """A message event as the core's ``Incoming``, with display names and files (also for the assistant view)."""
+        message = to_message(event, self._bot_user_id)
+        return None if message is None else await self._named(event, message, message.key)
+
+    async def _named(self, event: dict[str, Any], message: SlackMessage, key: ConversationKey) -> Incoming:
+        """The message for the core with its author's and mentioned people's display names, never their ids."""
+        mentioned = mentioned_users(str(event.get("text") or ""), self._bot_user_id)
+        names = await self._people.names({message.user, *mentioned})
+        text = (to_message(event, self._bot_user_id, names) or message).text
+        files = attachments(message.files, self._config.bot_token)
+        who = Identity(PLATFORM, message.user, name=names[message.user])
+        return Incoming(key, who, text, message_id=message.message_id, attachments=files)
 
     async def surface_for(self, left: Unfinished) -> ThreadSurface | None:
         """Where to answer a message an earlier run accepted: the thread it was answered in."""
@@ -138,7 +189,18 @@ class Listeners:
         return ThreadSurface(self._client, channel, thread_ts, self._pacing)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        incoming = to_command(command, self._bot_user_id)
+        user, text = str(command.get("user_id") or ""), str(command.get("text") or "")
+
+        async def named() -> Incoming:
+            names = await self._people.names({user, *mentioned_users(text, self._bot_user_id)})
+            return to_command(command, self._bot_user_id, names, author=names[user])
+
         # Submitted before the ack, so a message Slack sends after it cannot take its place in line.
-        self._core.submit(incoming, CommandSurface(self._client, incoming, respond, self._pacing, self._threads))
+        await self._order.hand_over(
+            channel_key(str(command.get("channel_id") or "")),
+            named(),
+            lambda incoming: self._core.submit(
+                incoming, CommandSurface(self._client, incoming, respond, self._pacing, self._threads)
+            ),
+        )
         await ack()

@@ -49,6 +49,10 @@ class SlackConfig:
     rate_limit_retries: int = 3
     http_host: str = "0.0.0.0"  # Slack must reach the HTTP endpoint from outside
     http_path: str = "/slack/events"
+    catchup_max_messages: int = 200  # most messages of a thread read for a catch-up (newest kept)
+    # The assistant view: what a new assistant thread shows (blank greeting: none) and the prompts it offers.
+    assistant_greeting: str = "Hi! Ask me anything."
+    suggested_prompts: tuple[str, ...] = ()
 
 
 # Retries of a call that failed on the way (5xx, a dropped connection); 429s retry config.rate_limit_retries times.
