@@ -57,10 +57,11 @@ def speakers(turns: Sequence[ChatMessage]) -> set[str]:
 def attribute(turns: Sequence[ChatMessage]) -> list[ChatMessage]:
     """The turns as the model reads them: every user turn named when more than one person wrote them.
 
-    A conversation with one person (a DM, or a channel where one person talks to the bot) stays as it was.
+    A conversation with one person (a DM, or a channel where one person talks to the bot) stays unnamed;
+    the bot's brackets are taken out of what people typed all the same, so nobody can write a name in.
     """
     if len(speakers(turns)) < 2:
-        return list(turns)
+        return [ChatMessage("user", typed(turn.content), turn.name) if turn.role == "user" else turn for turn in turns]
     return [
         ChatMessage(turn.role, named(turn.name or UNKNOWN, turn.content)) if turn.role == "user" else turn
         for turn in turns
@@ -70,6 +71,13 @@ def attribute(turns: Sequence[ChatMessage]) -> list[ChatMessage]:
 def transcript(said: Sequence[Said]) -> list[ChatMessage]:
     """A discussion to catch up on as user turns, one per message, each named (the trimmer drops the oldest)."""
     return [ChatMessage("user", named(message.author, message.text)) for message in said if message.text.strip()]
+
+
+def with_files(text: str, file_names: Sequence[str]) -> str:
+    """A discussion message's text with the names of the files it shared (their contents are not read)."""
+    if not file_names:
+        return text
+    return f"{text}\n[shared files: {', '.join(file_names)}]".strip()
 
 
 def is_summary_request(text: str) -> bool:

@@ -80,3 +80,26 @@ def format_stats(stats: ReplyStats | None, model_name: str) -> str:
         f"{stats.tokens_per_s:.1f} tokens/s, {stats.prompt_tokens} prompt tokens, "
         f"{stats.generated_tokens} generated."
     )
+
+
+CHAT_COMMANDS = (None, "ask", "summarize")
+
+
+def question_of(message: Incoming, command: Command) -> str:
+    """What the model is asked: the text, a summary of the discussion handed over, or a file sent alone."""
+    if command.name == "summarize":
+        return (command.argument or SUMMARY_ASK) if message.context else ""
+    return command.argument or (FILE_ONLY_ASK if message.attachments else "")
+
+
+def answer_without_question(command: Command) -> str:
+    """The answer to a chat message with nothing to ask."""
+    return {None: HELP_TEXT, "ask": ASK_USAGE}.get(command.name, NOTHING_TO_SUMMARIZE)
+
+
+def kept_for_restart(message: Incoming, command: Command) -> bool:
+    """Whether the inbox keeps ``message`` to answer after a restart: chat, without files or a thread to read.
+
+    Files and threads are read through the platform when the message arrives; a restart asks for it again.
+    """
+    return command.name in CHAT_COMMANDS and bool(command.argument) and not (message.attachments or message.context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -19,36 +20,28 @@ from functools import partial
 from typing import Any
 
 from bot.accounting import ReplyAccount
-from bot.admin import AdminActions, AdminPolicy, audit, audit_refusal
+from bot.admin import AdminActions, AdminPolicy
 from bot.admission import Admission, AdmissionLimits
+from bot.command_answers import CommandAnswers
 from bot.commands import (
-    ASK_USAGE,
+    CHAT_COMMANDS,
     FAILED,
-    FILE_ONLY_ASK,
     HELP_TEXT,
-    NOT_ADMIN,
-    NOTHING_TO_SUMMARIZE,
-    PERSONA_DEFAULT,
-    PERSONA_LIMIT,
-    PERSONA_RESET,
-    PERSONA_SET,
-    PERSONA_SHOWN,
-    PERSONA_TOO_LONG,
     STOPPING,
-    SUMMARY_ASK,
     Command,
-    format_channel,
-    format_stats,
+    answer_without_question,
+    kept_for_restart,
     parse,
+    question_of,
 )
 from bot.health import Health
 from bot.inbox import Inbox, Unfinished
 from bot.lineup import Lineup
-from bot.manager import ConversationManager, PendingReset, Reply
+from bot.manager import ConversationManager, Reply
 from bot.metrics import Metrics, Outcome
 from bot.ordering import Place
-from bot.streaming import MARK_TIMEOUT_S, LiveMessages, MessageSink, stream_to_sink
-from bot.surface import Kind, Surface, SurfaceUnavailable
+from bot.streaming import MARK_TIMEOUT_S, stream_to_sink
+from bot.surface import Kind, KindSink, Surface, SurfaceUnavailable
 from bot.text_input import clean_incoming
 from bot.trimming import ContextTooSmall
 from bot.types import ConversationKey, Identity, Incoming
@@ -60,13 +53,15 @@ log = logging.getLogger(__name__)
 EXPLAINED_FAILURES = (EngineError, ContextTooSmall)
 DEFAULT_STOP_GRACE_S = 10.0
 
-PROGRESS_LINES_SHOWN = 10
-
 DEFAULT_RESTART_WINDOW_S = 900.0
 RESTARTED_NOTE = "The bot restarted before answering this message; answering it now."
 RESTARTING = "The bot is restarting; it will answer this message when it is back."
 RESTARTING_ASK_AGAIN = "The bot is restarting; please ask again in a minute."
 ASK_AGAIN = "The bot restarted and this message is too old to answer now; please ask again."
+SEND_AGAIN = (
+    "The bot restarted before answering this message; please send it again "
+    "(files and threads are read when a message arrives)."
+)
 
 Work = Callable[[], Awaitable[object]]
 # How an adapter finds the place to answer a message recorded by an earlier run (None: it is gone).
@@ -102,8 +97,7 @@ class Core:
             kv_cache_use=lambda: manager.kv_cache_use,
         )
         self.metrics.model(manager.model_name)
-        self._admins = admins
-        self._actions = actions
+        self._answers = CommandAnswers(manager, admins, actions)
         self._stop_grace_s = stop_grace_s
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining: asyncio.Future[int] | None = None
@@ -142,7 +136,7 @@ class Core:
         row: int | None = None
         if message.message_id is not None or reply_to is not None:
             try:
-                row = self._inbox.accept(message, reply_to=reply_to, answer=_answered_later(message, command))
+                row = self._record(message, command, reply_to)
             except sqlite3.Error as error:  # answered all the same, only not after a restart
                 log.error("Could not record a message from %s in the inbox: %s", message.author, error)
             else:
@@ -151,31 +145,41 @@ class Core:
                     return self._spawn(_nothing(), None)
         return self._route(message, command, surface, row)
 
+    def _record(self, message: Incoming, command: Command, reply_to: str | None) -> int | None:
+        """The message's inbox row (``None``: a repeat); chat is kept to answer after a restart.
+
+        Files and threads are read when a message arrives, not kept: such a message is recorded
+        without its text, and a restart asks its author to send it again.
+        """
+        answer = command.name in CHAT_COMMANDS and bool(question_of(message, command))
+        recorded = message if kept_for_restart(message, command) else dataclasses.replace(message, text="")
+        return self._inbox.accept(recorded, reply_to=reply_to, answer=answer)
+
     def _route(self, message: Incoming, command: Command, surface: Surface, row: int | None) -> asyncio.Task[None]:
         place: Place | None = None
         # Work is started only inside the task: a task cancelled before it runs leaves no coroutine behind.
         work: Work
-        if command.name in _CHAT:
-            question = _question(message, command)
+        if command.name in CHAT_COMMANDS:
+            question = question_of(message, command)
             refusal = self._refusal(message, question) if question else None
             if question and refusal is None:
                 return self._chat(message, question, surface, row)
             self._count_refusal(message, refusal)
             self._finish_row(row)
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
-            work = partial(surface.send, refusal or _without_question(command), Kind.PRIVATE)
+            work = partial(surface.send, refusal or answer_without_question(command), Kind.PRIVATE)
         elif command.name == "reset":
             resetting = self.manager.reset(message.key)
-            place, work = resetting.place, partial(self._reset, resetting, surface)
+            place, work = resetting.place, partial(self._answers.reset, resetting, surface)
         elif command.name == "stats":
-            work = partial(self._stats, message.key, surface)
+            work = partial(self._answers.stats, message.key, surface)
         elif command.name == "export":
-            work = partial(self._export, message.author, command.argument, surface)
+            work = partial(self._answers.export, message.author, command.argument, surface)
         elif command.name == "persona":
-            work = partial(self._persona, message, command.argument, surface)
+            work = partial(self._answers.persona, message, command.argument, surface)
         else:
             work = partial(surface.send, HELP_TEXT, Kind.PRIVATE)
-        if command.name not in _CHAT:
+        if command.name not in CHAT_COMMANDS:
             self.metrics.message(message.key.platform, "answered")
         return self._spawn(self._guarded(work, message, surface), place)
 
@@ -283,7 +287,8 @@ class Core:
             except asyncio.CancelledError:
                 if account is not None and not self.accepting:
                     account.stopped = True
-                    await self._tell_restarting(message, surface, answered_later=account.row is not None)
+                    later = account.row is not None and kept_for_restart(message, parse(message))
+                    await self._tell_restarting(message, surface, answered_later=later)
                 raise
             except SurfaceUnavailable as error:
                 if account is not None:
@@ -337,14 +342,15 @@ class Core:
         if not self.accepting:
             return False  # stopping again: it stays for the next start
         too_old = time.time() - left.received_at > self._restart_window_s
-        if surface is None or too_old:
+        question = parse(left.message).argument  # empty: its files or thread were not kept
+        if surface is None or too_old or not question:
             self._finish_row(left.id)
             if surface is not None:
                 self.metrics.message(left.message.key.platform, "refused")
-                tell = partial(surface.send, ASK_AGAIN, Kind.NOTICE)
+                tell = partial(surface.send, ASK_AGAIN if question else SEND_AGAIN, Kind.NOTICE)
                 self._spawn(self._guarded(tell, left.message, surface), None)
             return False
-        self._chat(left.message, parse(left.message).argument, surface, left.id, resumed=True)
+        self._chat(left.message, question, surface, left.id, resumed=True)
         return True
 
     def _finish_row(self, row: int | None) -> None:
@@ -387,78 +393,6 @@ class Core:
             return
         self.metrics.feedback(key.platform, helpful=helpful)
 
-    async def _stats(self, key: ConversationKey, surface: Surface) -> None:
-        stats = format_stats(self.manager.last_stats(key), self.manager.model_name)
-        feedback = await self.manager.feedback(key)
-        channel = format_channel(await self.manager.persona(key), feedback.helpful, feedback.unhelpful)
-        await surface.send(f"{stats}\n{channel}", Kind.PRIVATE)
-
-    async def _persona(self, message: Incoming, argument: str, surface: Surface) -> None:
-        if not argument:
-            own = await self.manager.persona(message.key)
-            shown = PERSONA_SHOWN if own else PERSONA_DEFAULT
-            await surface.send(shown.format(prompt=own or self.manager.default_persona), Kind.PRIVATE)
-            return
-        if not self._admins.allows(message.author):
-            audit_refusal(message.author, "/persona")
-            await surface.send(NOT_ADMIN.format(command="persona"), Kind.PRIVATE)
-            return
-        if len(argument) > PERSONA_LIMIT:
-            await surface.send(PERSONA_TOO_LONG.format(limit=PERSONA_LIMIT, length=len(argument)), Kind.PRIVATE)
-            return
-        prompt = None if argument.lower() == "reset" else argument
-        await self.manager.set_persona(message.key, prompt, str(message.author))
-        audit.info("persona of %s %s by %s", message.key, "reset" if prompt is None else "set", message.author)
-        await surface.send(PERSONA_RESET if prompt is None else PERSONA_SET.format(prompt=prompt), Kind.INFO)
-
-    async def _reset(self, resetting: PendingReset, surface: Surface) -> None:
-        async with surface.indicate(Kind.INFO):
-            removed = await resetting
-        await surface.send(f"Conversation forgotten ({removed} messages).", Kind.INFO)
-
-    async def _export(self, who: Identity, argument: str, surface: Surface) -> None:
-        if not self._admins.allows(who):
-            audit_refusal(who, "/export")
-            await surface.send(NOT_ADMIN.format(command="export"), Kind.PRIVATE)
-            return
-        pacing = surface.pacing
-        view = LiveMessages(KindSink(surface, Kind.PRIVATE), pacing.budget, pacing.message_limit)
-        lines: list[str] = []
-
-        async def progress(line: str) -> None:
-            lines.append(line)
-            await view.show(latest(lines), final=False)
-
-        async with surface.indicate(Kind.PRIVATE):
-            outcome = await self._actions.export(str(who), argument, progress)
-        if lines:
-            await view.show(latest(lines), final=True)
-        # Its own message: a surface that may edit only so often (Slack's response_url) never loses it.
-        await surface.send(outcome, Kind.PRIVATE)
-
-
-_CHAT = (None, "ask", "summarize")
-
-
-def _question(message: Incoming, command: Command) -> str:
-    """What the model is asked: the text, a summary of the discussion handed over, or a file sent alone."""
-    if command.name == "summarize":
-        return (command.argument or SUMMARY_ASK) if message.context else ""
-    return command.argument or (FILE_ONLY_ASK if message.attachments else "")
-
-
-def _without_question(command: Command) -> str:
-    """The answer to a chat message with nothing to ask."""
-    return {None: HELP_TEXT, "ask": ASK_USAGE}.get(command.name, NOTHING_TO_SUMMARIZE)
-
-
-def _answered_later(message: Incoming, command: Command) -> bool:
-    """Whether the inbox keeps ``message`` to answer after a restart: chat, without files or a thread to read.
-
-    Files and threads are read through the platform when the message arrives; a restart asks for it again.
-    """
-    return command.name in _CHAT and bool(command.argument) and not (message.attachments or message.context)
-
 
 async def _finished(surface: Surface, *, complete: bool) -> None:
     """Tell the surface its reply has ended; a failure there is logged (the text is shown already)."""
@@ -471,22 +405,3 @@ async def _finished(surface: Surface, *, complete: bool) -> None:
 
 async def _nothing() -> None:
     """The work of a message already answered (a repeated delivery)."""
-
-
-def latest(lines: list[str]) -> str:
-    """The latest progress lines: one message that stays short, on platforms that may edit it only so often."""
-    return "\n".join(lines[-PROGRESS_LINES_SHOWN:])
-
-
-class KindSink(MessageSink[object]):
-    """A surface seen as the message sink of one kind of text."""
-
-    def __init__(self, surface: Surface, kind: Kind) -> None:
-        self._surface = surface
-        self._kind = kind
-
-    async def send(self, text: str) -> object:
-        return await self._surface.send(text, self._kind)
-
-    async def edit(self, handle: object, text: str) -> None:
-        await self._surface.edit(handle, text, self._kind)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.attachments import DEFAULT_LIMIT_BYTES, read_files
-from bot.attribution import attribute, transcript
+from bot.attribution import attribute, transcript, typed
+from bot.channel_store import Feedback
 from bot.guard import guard_for
 from bot.lineup import Lineup, Ticket, first_of
 from bot.ordering import ArrivalOrder, Place
-from bot.store import Feedback, HistoryStore
-from bot.trimming import FittedPrompt, Render, fit_prompt
+from bot.store import HistoryStore
+from bot.trimming import ContextTooSmall, FittedPrompt, Render, fit_prompt
 from bot.types import Attachment, ConversationKey, Said
 from model.engine import ChatMessage, Engine, GenerationParams, ReplyStats, TokenStream
 from model.phi3 import PHI3_CONTROL_TOKENS, render_phi3
@@ -36,6 +37,7 @@ DEADLINE_NOTICE = "Stopped here: a reply may take at most {seconds:.0f} s."
 OLDER_LEFT_OUT = (
     "The discussion is too long for the model's context: I read only its newest {kept} of {total} messages."
 )
+DISCUSSION_TOO_LONG = "the discussion's newest message alone is too long for the model's context"
 # The last turn of a catch-up prompt, after the discussion's messages.
 ABOUT_THE_ABOVE = "The messages above are the discussion I am asking about. {question}"
 
@@ -328,8 +330,11 @@ class ConversationManager:
     async def _start_catch_up(self, engine: Engine, reply: Reply, system: str) -> TokenStream:
         # One turn per message, so the trimmer drops the oldest first; they are joined into one turn to render.
         messages = transcript(reply.context)
-        question = ChatMessage("user", ABOUT_THE_ABOVE.format(question=reply.prompt_text))
+        # Rendered in one turn with the discussion: the asker's text must not pass for one of its messages.
+        question = ChatMessage("user", ABOUT_THE_ABOVE.format(question=typed(reply.prompt_text)))
         fitted = await self._fit(engine, [*messages, question], system, joined=True)
+        if messages and fitted.dropped_turns >= len(messages):
+            raise ContextTooSmall(DISCUSSION_TOO_LONG)
         if fitted.dropped_turns:
             kept = len(messages) - fitted.dropped_turns
             reply.notices.append(OLDER_LEFT_OUT.format(kept=kept, total=len(messages)))

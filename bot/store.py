@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from bot.channel_store import CHANNEL_TABLES, ChannelData, Feedback
 from bot.types import ConversationKey
 from model.engine import ChatMessage
 
@@ -46,27 +47,6 @@ _ADD_INTERRUPTED = (
     "ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1))"
 )
 _ADD_AUTHOR = "ALTER TABLE messages ADD COLUMN author TEXT"
-# A channel's own instructions (its system prompt) and the feedback on the bot's replies, kept with the history.
-_CHANNEL_TABLES = (
-    """CREATE TABLE IF NOT EXISTS personas (
-        platform TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        set_by TEXT NOT NULL,
-        set_at REAL NOT NULL,
-        PRIMARY KEY (platform, channel)
-    )""",
-    """CREATE TABLE IF NOT EXISTS feedback (
-        platform TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        thread TEXT NOT NULL DEFAULT '',
-        message_id TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        helpful INTEGER NOT NULL CHECK (helpful IN (0, 1)),
-        created_at REAL NOT NULL,
-        PRIMARY KEY (platform, channel, message_id, user_id)
-    )""",
-)
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (platform, channel, thread, id)",
     "CREATE INDEX IF NOT EXISTS messages_by_age ON messages (created_at)",
@@ -120,14 +100,6 @@ class ConversationSummary:
     last_activity: float
 
 
-@dataclass(frozen=True)
-class Feedback:
-    """How a channel's people rated the bot's replies."""
-
-    helpful: int = 0
-    unhelpful: int = 0
-
-
 class HistoryStore(Protocol):
     """Where conversation turns are kept between messages, with each channel's persona and feedback."""
 
@@ -167,6 +139,7 @@ class SQLiteHistoryStore:
         self.retention = retention
         self._clock = clock
         self._next_age_prune = clock()  # the first append prunes by age unless open already did
+        self._channels = ChannelData(connection, clock)
 
     @classmethod
     async def open(
@@ -221,7 +194,7 @@ class SQLiteHistoryStore:
                 await self._db.execute(_ADD_INTERRUPTED)
             if "author" not in columns:  # versions 1-2 kept no authors: those turns stay unnamed
                 await self._db.execute(_ADD_AUTHOR)
-            for table in _CHANNEL_TABLES:
+            for table in CHANNEL_TABLES:
                 await self._db.execute(table)
             for index in _INDEXES:
                 await self._db.execute(index)
@@ -266,44 +239,19 @@ class SQLiteHistoryStore:
 
     async def persona(self, key: ConversationKey) -> str | None:
         """The system prompt set for ``key``'s channel, or ``None``."""
-        rows = list(
-            await self._db.execute_fetchall(
-                "SELECT prompt FROM personas WHERE platform = ? AND channel = ?", (key.platform, key.channel)
-            )
-        )
-        return str(rows[0][0]) if rows else None
+        return await self._channels.persona(key)
 
     async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
         """Set (``None``: remove) the system prompt of ``key``'s channel."""
-        if prompt is None:
-            await self._db.execute(
-                "DELETE FROM personas WHERE platform = ? AND channel = ?", (key.platform, key.channel)
-            )
-            return
-        await self._db.execute(
-            "INSERT OR REPLACE INTO personas (platform, channel, prompt, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
-            (key.platform, key.channel, prompt, set_by, self._clock()),
-        )
+        await self._channels.set_persona(key, prompt, set_by)
 
     async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
         """Record one person's rating of a reply (a second click replaces their first)."""
-        await self._db.execute(
-            "INSERT OR REPLACE INTO feedback (platform, channel, thread, message_id, user_id, helpful, created_at) "
-            "VALUES (:platform, :channel, :thread, :message_id, :user_id, :helpful, :now)",
-            {**_columns(key), "message_id": message_id, "user_id": user_id}
-            | {"helpful": int(helpful), "now": self._clock()},
-        )
+        await self._channels.record_feedback(key, message_id, user_id, helpful=helpful)
 
     async def feedback(self, key: ConversationKey) -> Feedback:
         """The ratings of replies in ``key``'s channel (its threads included)."""
-        rows = list(
-            await self._db.execute_fetchall(
-                "SELECT COALESCE(SUM(helpful), 0), COUNT(*) - COALESCE(SUM(helpful), 0) FROM feedback "
-                "WHERE platform = ? AND channel = ?",
-                (key.platform, key.channel),
-            )
-        )
-        return Feedback(int(rows[0][0]), int(rows[0][1]))
+        return await self._channels.feedback(key)
 
     async def prune(self, *, dry_run: bool = False) -> int:
         """Apply the retention to every conversation now; return how many turns went (or would go)."""

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.streaming import EditBudget
+from bot.streaming import EditBudget, MessageSink
 
 
 class Kind(enum.Enum):
@@ -68,3 +68,17 @@ class Surface(Protocol):
         A platform closes here what a reply keeps open (Slack's native stream) and adds what only a
         finished answer gets (feedback buttons); most surfaces have nothing to do.
         """
+
+
+class KindSink(MessageSink[object]):
+    """A surface seen as the message sink of one kind of text (streaming posts and edits plain text)."""
+
+    def __init__(self, surface: Surface, kind: Kind) -> None:
+        self._surface = surface
+        self._kind = kind
+
+    async def send(self, text: str) -> object:
+        return await self._surface.send(text, self._kind)
+
+    async def edit(self, handle: object, text: str) -> None:
+        await self._surface.edit(handle, text, self._kind)

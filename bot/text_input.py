@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from bot.types import Incoming
+from bot.types import Incoming, Said
 
 # C0 controls except tab, newline and carriage return, DEL, and the C1 controls: no user means them.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -26,9 +26,14 @@ def clean_text(text: str) -> str:
 
 
 def clean_incoming(message: Incoming) -> Incoming:
-    """``message`` with its text (and command name) cleaned; the same object when nothing changed."""
+    """``message`` with its text, command, author's name and the discussion it hands over cleaned.
+
+    The same object when nothing changed.
+    """
     text = clean_text(message.text)
     command = None if message.command is None else clean_text(message.command)
-    if text == message.text and command == message.command:
+    author = dataclasses.replace(message.author, name=clean_text(message.author.name))
+    context = tuple(Said(clean_text(said.author), clean_text(said.text)) for said in message.context)
+    if (text, command, author.name, context) == (message.text, message.command, message.author.name, message.context):
         return message
-    return dataclasses.replace(message, text=text, command=command)
+    return dataclasses.replace(message, text=text, command=command, author=author, context=context)

@@ -8,12 +8,12 @@ from pathlib import Path
 from adapters.memory import MemorySurface
 from bot.admin import AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
-from bot.core import ASK_AGAIN, RESTARTED_NOTE, RESTARTING, Core
+from bot.core import ASK_AGAIN, RESTARTED_NOTE, RESTARTING, SEND_AGAIN, Core
 from bot.inbox import DONE_KEPT_S, Inbox, Unfinished
 from bot.manager import ConversationManager
 from bot.store import MemoryHistoryStore, SQLiteHistoryStore
 from bot.surface import Kind, Surface
-from bot.types import ConversationKey, Identity, Incoming
+from bot.types import Attachment, ConversationKey, Identity, Incoming
 from model.openvino_engine import OpenVINOEngine
 from tests.conftest import make_manager
 
@@ -154,3 +154,26 @@ async def test_a_reply_cut_short_is_stored_as_interrupted(engine: OpenVINOEngine
     assert [(turn.role, turn.interrupted) for turn in cut] == [("user", False), ("assistant", True)]
     assert cut[-1].content == reply.text
     assert [(turn.role, turn.interrupted) for turn in complete] == [("user", False), ("assistant", False)]
+
+
+async def test_a_message_with_a_file_cut_by_a_crash_is_asked_again(engine: OpenVINOEngine) -> None:
+    async def read(limit: int) -> bytes:
+        return b"ERROR disk full"
+
+    inbox = Inbox.open(":memory:")
+    first = core_with(make_manager(engine), inbox)
+    files = (Attachment("app.log", 15, None, read),)
+    stopped = MemorySurface()
+    first.submit(Incoming(KEY, AUTHOR, "Why?", message_id="m1", attachments=files), stopped, reply_to="r")
+    await first.aclose()  # gone before answering: files are not kept, so it cannot be answered later
+    assert [post for post in stopped.posts if post.kind is Kind.REPLY] == []
+    surface = MemorySurface()
+
+    async def surface_for(left: Unfinished) -> Surface:
+        return surface
+
+    second = core_with(make_manager(engine), inbox)
+    assert await second.resume("memory", surface_for) == 0
+    await asyncio.wait(set(second._in_flight))
+    assert [post.text for post in surface.posts] == [SEND_AGAIN]
+    assert inbox.unfinished("memory") == []

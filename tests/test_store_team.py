@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.store import Feedback, SQLiteHistoryStore
+from bot.channel_store import Feedback
+from bot.store import SQLiteHistoryStore
 from bot.types import ConversationKey
 from model.engine import ChatMessage
 from tests.test_store_retention import A, write_v1_database
