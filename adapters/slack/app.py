@@ -16,11 +16,12 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.handover import HandOver
 from adapters.slack.assistant import SlackAssistant
 from adapters.slack.catchup import CatchUp
 from adapters.slack.connection import SlackConfig, connect, identify, web_client
 from adapters.slack.files import attachments
-from adapters.slack.people import ArrivalOrder, People
+from adapters.slack.people import People
 from adapters.slack.state import FollowedThreads
 from adapters.slack.surfaces import CommandSurface, ThreadSurface
 from adapters.slack.translate import (
@@ -29,6 +30,7 @@ from adapters.slack.translate import (
     SlackMessage,
     channel_key,
     is_addressed,
+    is_mention_copy,
     mentioned_users,
     to_command,
     to_message,
@@ -95,7 +97,7 @@ class Listeners:
         budget = EditBudget(config.edit_interval_s, config.edits_per_minute / 60)
         self._pacing = Pacing(budget, config.message_limit)
         self._people = People(client)
-        self._order = ArrivalOrder()
+        self._order = HandOver()
         self._catchup = CatchUp(
             core,
             client,
@@ -120,7 +122,7 @@ class Listeners:
         )
         app.use(self._refuse_when_stopping)
         # The assistant view's threads and feedback buttons (its middleware takes those messages before _on_event).
-        SlackAssistant(self._core, self._client, self._pacing, self._config, self.translate).register(app)
+        SlackAssistant(self._core, self._client, self._pacing, self._config, self.translate, self._order).register(app)
         app.event("app_mention")(self._on_event)
         app.event("message")(self._on_event)
         for name in COMMANDS:
@@ -150,8 +152,12 @@ class Listeners:
         if message is None or not (message.text or personal):
             return
         if message.thread_ts != message.ts and is_summary_request(message.text):
-            # "@bot summarize" in a thread: as the "Summarize this thread" shortcut (the inbox drops a repeat).
-            await self._catchup.catch_up(message.channel, message.thread_ts, message.user, "", message.message_id)
+            # "@bot summarize" in a thread: as the "Summarize this thread" shortcut, once. Its app_mention
+            # reads the thread; the message copy would read it again only for the inbox to drop it at submit.
+            if not is_mention_copy(event, self._bot_user_id):
+                await self._catchup.catch_up(
+                    message.channel, message.thread_ts, message.user, "", message.message_id, before=message.ts
+                )
             return
         # A followed thread goes on with its conversation (a /ask thread: the channel's); follow this one from now on.
         thread = (message.channel, message.thread_ts)
@@ -176,7 +182,7 @@ class Listeners:
         mentioned = mentioned_users(str(event.get("text") or ""), self._bot_user_id)
         names = await self._people.names({message.user, *mentioned})
         text = (to_message(event, self._bot_user_id, names) or message).text
-        files = attachments(message.files, self._config.bot_token)
+        files = attachments(message.files, self._config.bot_token, api_url=self._config.api_url)
         who = Identity(PLATFORM, message.user, name=names[message.user])
         return Incoming(key, who, text, message_id=message.message_id, attachments=files)
 

@@ -6,7 +6,6 @@ through an ``AssistantSurface``; a click on a feedback button becomes one ``Core
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,11 +19,12 @@ from slack_bolt.context.set_title.async_set_title import AsyncSetTitle
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.handover import HandOver
 from adapters.slack.assistant_surface import FEEDBACK_ACTION, HELPFUL, AssistantSurface, NativeStreaming
 from adapters.slack.connection import SlackConfig
 from adapters.slack.mrkdwn import escape
 from adapters.slack.state import BoundedMap
-from adapters.slack.translate import PLATFORM
+from adapters.slack.translate import PLATFORM, thread_of
 from bot.attribution import UNKNOWN
 from bot.core import Core
 from bot.surface import Pacing
@@ -50,8 +50,15 @@ class SlackAssistant:
     """The listeners of the assistant view and of the feedback buttons under its answers."""
 
     def __init__(
-        self, core: Core, client: AsyncWebClient, pacing: Pacing, config: SlackConfig, translate: Translate
+        self,
+        core: Core,
+        client: AsyncWebClient,
+        pacing: Pacing,
+        config: SlackConfig,
+        translate: Translate,
+        order: HandOver,
     ) -> None:
+        """``translate`` makes a message event the core's ``Incoming``; ``order`` is the adapter's hand-over."""
         self._core = core
         self._client = client
         self._pacing = pacing
@@ -59,8 +66,9 @@ class SlackAssistant:
         self._translate = translate
         self._native = NativeStreaming()
         self._titled: BoundedMap[tuple[str, str], bool] = BoundedMap()
-        # Looking names up awaits; messages still reach the core in the order they arrived.
-        self._order = asyncio.Lock()
+        # Looking names up awaits; messages of one thread still reach the core in the order they arrived,
+        # and a slow lookup in one thread never holds up another's (Slack wants each event acknowledged in 3 s).
+        self._order = order
 
     def register(self, app: AsyncApp) -> None:
         """Add the assistant middleware (it takes its threads' messages before the app's listeners) and the buttons."""
@@ -85,10 +93,9 @@ class SlackAssistant:
     async def _on_user_message(
         self, event: dict[str, Any], context: AsyncBoltContext, set_title: AsyncSetTitle
     ) -> None:
-        async with self._order:
-            incoming = await self._translate(event)
+        def submit(incoming: Incoming | None) -> tuple[Incoming, AssistantSurface] | None:
             if incoming is None:
-                return
+                return None
             channel, thread_ts = incoming.key.channel, incoming.key.thread or str(event.get("thread_ts"))
             surface = AssistantSurface(
                 self._client,
@@ -100,9 +107,17 @@ class SlackAssistant:
             )
             # Recorded before the listener returns (process_before_response): the inbox answers it once, and resumes it.
             self._core.submit(incoming, surface, reply_to=f"{channel} {thread_ts}")
+            return incoming, surface
+
+        # The key the message will have (its thread's conversation), known before its names are.
+        key = ConversationKey(PLATFORM, *thread_of(event))
+        submitted = await self._order.hand_over(key, self._translate(event), submit)
+        if submitted is None:
+            return
+        incoming, surface = submitted
         # Shown after the submit, which must not wait; the surface never lets it follow the answer's first post.
         await surface.thinking()
-        await self._title(channel, thread_ts, incoming.text, set_title)
+        await self._title(surface.channel, surface.thread_ts, incoming.text, set_title)
 
     async def _title(self, channel: str, thread_ts: str, text: str, set_title: AsyncSetTitle) -> None:
         # The first question names the thread; a command says nothing about what it is about.

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.models.blocks import (
     Block,
     ContextActionsBlock,
@@ -46,7 +46,8 @@ SECTION_LIMIT = 3000
 LASTING_REFUSALS = frozenset(
     {"not_allowed_token_type", "feature_not_enabled", "missing_scope", "not_authed", "unknown_method"}
 )
-_STREAM_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
+# What a streaming call raises after the client's retries (SlackClientError: Slack's answer or the stream's state).
+_STREAM_ERRORS = (SlackClientError, aiohttp.ClientError, TimeoutError)
 
 
 def feedback_blocks() -> list[Block]:
@@ -82,7 +83,7 @@ class NativeStreaming:
 
     def refused(self, error: Exception) -> None:
         """Note that ``chat.startStream`` failed with ``error`` (after the client's retries)."""
-        reason = str(error.response.get("error")) if isinstance(error, SlackApiError) else type(error).__name__
+        reason = _reason(error)
         if reason in LASTING_REFUSALS:
             self.available = False
         if not self._told:
@@ -159,7 +160,7 @@ class AssistantSurface:
             if kind is not Kind.REPLY:
                 return await self._thread.send(text, kind)
             if self._last is not None and self._last.stream is not None:
-                await self._stop(self._last)
+                await self._stop(self._last)  # a failure is logged: the next part is posted all the same
             message = await self._start(text) if self._native.available else None
             if message is None:
                 mrkdwn = render(text, kind)
@@ -173,15 +174,28 @@ class AssistantSurface:
             await self._thread.edit(handle, text, kind)
             return
         if handle.stream is not None:
-            markdown = to_markdown(text)
-            if markdown.startswith(handle.shown):
-                if len(markdown) > len(handle.shown):
-                    await handle.stream.append(markdown_text=markdown[len(handle.shown) :])
-                handle.shown = markdown
+            if await self._append(handle, to_markdown(text)):
                 return
+            # Not an extension, or Slack refused it: the message goes on with chat.update of the whole text.
             await self._stop(handle)
-        handle.shown = render(text, kind)
-        await self._client.chat_update(channel=self.channel, ts=handle.ts, text=handle.shown)
+        shown = render(text, kind)
+        await self._client.chat_update(channel=self.channel, ts=handle.ts, text=shown)
+        handle.shown = shown
+
+    async def _append(self, message: _Message, markdown: str) -> bool:
+        """Stream what ``markdown`` adds to ``message``; ``False`` when it does not extend it or Slack refused it."""
+        assert message.stream is not None, "appended to a message that does not stream"
+        if not markdown.startswith(message.shown):
+            return False
+        if len(markdown) > len(message.shown):
+            try:
+                await message.stream.append(markdown_text=markdown[len(message.shown) :])
+            except _STREAM_ERRORS as error:
+                # slack_sdk keeps the refused text buffered: appending again would show it twice.
+                log.warning("Slack refused chat.appendStream (%s): the reply goes on with chat.update", _reason(error))
+                return False
+        message.shown = markdown
+        return True
 
     async def finish(self, *, complete: bool) -> None:
         """End the reply's stream; a complete answer gets the feedback buttons."""
@@ -219,6 +233,17 @@ class AssistantSurface:
         return _Message(stream.ts, markdown, stream)
 
     async def _stop(self, message: _Message, blocks: list[Block] | None = None) -> None:
+        """End ``message``'s stream; a failure is logged and swallowed (the text shown stays, later parts go on)."""
         stream, message.stream = message.stream, None
         assert stream is not None, "stopped a message that does not stream"
-        await stream.stop(blocks=blocks)
+        try:
+            await stream.stop(blocks=blocks)
+        except _STREAM_ERRORS as error:
+            log.warning("Could not stop a streamed reply with chat.stopStream (%s)", _reason(error))
+
+
+def _reason(error: Exception) -> str:
+    """A streaming call's failure in a few words: Slack's error code, else the kind (never a request's header)."""
+    if isinstance(error, SlackApiError):
+        return str(error.response.get("error"))
+    return type(error).__name__

@@ -20,11 +20,12 @@ from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.people import ArrivalOrder, People, api_error
+from adapters.handover import HandOver
+from adapters.slack.people import People, api_error
 from adapters.slack.state import FollowedThreads
 from adapters.slack.surfaces import ThreadSurface
 from adapters.slack.translate import PLATFORM, clean_text, mentioned_users
-from bot.attribution import UNKNOWN
+from bot.attribution import UNKNOWN, with_files
 from bot.core import Core
 from bot.surface import Pacing
 from bot.types import ConversationKey, Identity, Incoming, Said
@@ -50,17 +51,31 @@ class CannotRead(Exception):
 
 
 async def read_thread(
-    client: AsyncWebClient, people: People, channel: str, thread_ts: str, *, limit: int, bot_user_id: str
+    client: AsyncWebClient,
+    people: People,
+    channel: str,
+    thread_ts: str,
+    *,
+    limit: int,
+    bot_user_id: str,
+    before: str | None = None,
 ) -> tuple[Said, ...]:
-    """The thread's newest ``limit`` messages, oldest first, by display name; raises ``CannotRead``."""
+    """The thread's newest ``limit`` messages, oldest first, by display name; raises ``CannotRead``.
+
+    ``before``: only messages older than this ts (the typed request that asked for the catch-up is no part of it).
+    """
     kept: deque[dict[str, Any]] = deque(maxlen=limit)
     seen: set[str] = set()
     try:
         pages = 0
-        async for page in await client.conversations_replies(channel=channel, ts=thread_ts, limit=PAGE_SIZE):
+        # latest=None is left out of the call; with a ts, Slack stops before it (checked here again by _older).
+        replies = await client.conversations_replies(
+            channel=channel, ts=thread_ts, limit=PAGE_SIZE, latest=before, inclusive=False
+        )
+        async for page in replies:
             for message in page.get("messages") or ():
                 # Slack repeats the thread's first message at the top of each page.
-                if isinstance(message, dict) and message.get("ts") not in seen:
+                if isinstance(message, dict) and message.get("ts") not in seen and _older(message, before):
                     seen.add(str(message.get("ts")))
                     kept.append(message)
             pages += 1
@@ -75,12 +90,19 @@ async def read_thread(
     return tuple(said for message in kept if (said := to_said(message, names, bot_user_id)) is not None)
 
 
+def _older(message: Mapping[str, Any], before: str | None) -> bool:
+    """Whether ``message`` came before the ts ``before`` (always, without one); Slack's ts are decimal seconds."""
+    try:
+        return before is None or float(str(message.get("ts"))) < float(before)
+    except ValueError:
+        return True  # a ts Slack never sends: kept, as without ``before``
+
+
 def to_said(message: Mapping[str, Any], names: Mapping[str, str], bot_user_id: str) -> Said | None:
     """One message of a thread as the model reads it (its files named), or ``None`` if it says nothing."""
     text = clean_text(str(message.get("text") or ""), bot_user_id, names)
     shared = [str(f.get("name") or "a file") for f in message.get("files") or () if isinstance(f, Mapping)]
-    if shared:
-        text = f"{text}\n[shared {', '.join(shared)}]".strip()
+    text = with_files(text, shared)
     if not text:
         return None
     user = message.get("user")
@@ -133,7 +155,7 @@ class CatchUp:
         core: Core,
         client: AsyncWebClient,
         people: People,
-        order: ArrivalOrder,
+        order: HandOver,
         threads: FollowedThreads,
         pacing: Pacing,
         *,
@@ -166,11 +188,19 @@ class CatchUp:
             await self.catch_up(channel, thread_ts, str(body["user"]["id"]), question)
 
     async def catch_up(
-        self, channel: str, thread_ts: str, user: str, question: str, message_id: str | None = None
+        self,
+        channel: str,
+        thread_ts: str,
+        user: str,
+        question: str,
+        message_id: str | None = None,
+        *,
+        before: str | None = None,
     ) -> None:
         """Read the thread and hand it to the core with ``question`` (empty: a summary); answer in the thread.
 
-        A thread the bot cannot read gets the asker a message only they see, saying what to do.
+        ``before``: the ts of a typed request, read only up to it. A thread the bot cannot read gets the
+        asker a message only they see, saying what to do.
         """
         thread = (channel, thread_ts)
         key = self._threads.recall(thread) or ConversationKey(PLATFORM, channel, thread_ts)
@@ -178,7 +208,13 @@ class CatchUp:
         async def prepare() -> Incoming | CannotRead:
             try:
                 said = await read_thread(
-                    self._client, self._people, channel, thread_ts, limit=self._limit, bot_user_id=self._bot_user_id
+                    self._client,
+                    self._people,
+                    channel,
+                    thread_ts,
+                    limit=self._limit,
+                    bot_user_id=self._bot_user_id,
+                    before=before,
                 )
             except CannotRead as error:
                 return error

@@ -1,4 +1,4 @@
-"""Who people are on Slack: display names from ``users.info`` (cached), and handing messages on in arrival order.
+"""Who people are on Slack: display names from ``users.info``, cached.
 
 The model reads names, never Slack ids: an id in its prompt could come back as a ping.
 """
@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,9 +18,6 @@ from adapters.slack.state import BoundedMap
 from bot.attribution import UNKNOWN
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # A renamed person shows their new name within the hour; a busy workspace's active people fit the cache.
 NAME_TTL_S = 3600.0
@@ -80,38 +76,11 @@ class People:
         try:
             async with asyncio.timeout(LOOKUP_TIMEOUT_S):
                 response = await self._client.users_info(user=user_id)
-        except (SlackApiError, TimeoutError, OSError) as error:
+        except Exception as error:  # any failure (aiohttp's ServerDisconnectedError too): the message goes on
+            # api_error says the code or the kind only: an HTTP library's text may carry the request's header.
             log.warning("Could not look up a Slack user's name (%s): %s", user_id, api_error(error))
             self._names[user_id] = (UNKNOWN, self._clock() + FAILED_TTL_S)
             return UNKNOWN
         name = display_name(response.get("user") or {})
         self._names[user_id] = (name, self._clock() + NAME_TTL_S)
         return name
-
-
-class ArrivalOrder:
-    """Hands messages to the core in the order they arrived per conversation, while their names are looked up.
-
-    Each message's preparation (name lookups, a thread read) starts at once and runs beside the others';
-    only the hand-over waits, in a FIFO lock per conversation, so a slow lookup never lets a later
-    message of the same conversation overtake it, and other conversations never wait on it.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, asyncio.Lock] = {}
-        self._users: Counter[Hashable] = Counter()
-
-    async def hand_over(self, key: Hashable, prepare: Awaitable[T], then: Callable[[T], R]) -> R:
-        """Run ``prepare`` now, then ``then(prepared)`` after every earlier message of ``key`` was handed over."""
-        # Started before any await: arrival order is the order of these calls.
-        preparing = asyncio.ensure_future(prepare)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] += 1
-        try:
-            async with lock:  # asyncio.Lock wakes its waiters first come, first served
-                return then(await preparing)
-        finally:
-            preparing.cancel()  # only if this call was cancelled before it finished
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]

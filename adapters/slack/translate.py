@@ -82,6 +82,13 @@ def mentioned_users(text: str, bot_user_id: str) -> set[str]:
     return {user for user in _USER_MENTION.findall(text) if user != bot_user_id}
 
 
+def is_mention_copy(event: Mapping[str, Any], bot_user_id: str) -> bool:
+    """Whether a ``message`` event mentions the bot outside a DM: Slack delivers it as ``app_mention`` as well."""
+    if event.get("type") != "message" or event.get("channel_type") == "im":
+        return False  # Slack sends no app_mention for a direct message
+    return bot_user_id in _USER_MENTION.findall(str(event.get("text") or ""))
+
+
 def thread_of(event: Mapping[str, Any]) -> tuple[str, str]:
     """The (channel, thread ts) an event's message belongs to (a top-level message starts its own thread)."""
     return str(event.get("channel") or ""), str(event.get("thread_ts") or event.get("ts") or "")
@@ -136,7 +143,8 @@ def _plain_span(span: str, bot_user_id: str, names: Mapping[str, str]) -> str:
         user = target[1:]
         return "" if user == bot_user_id else f"@{clean_name(names.get(user) or label or UNKNOWN)}"
     if target.startswith("#"):
-        return f"#{label or target[1:]}"
+        # Slack now sends channel links without a label (<#C123|>): the model reads no id, only a word.
+        return f"#{label or 'channel'}"
     if target.startswith("!"):
         name = target[1:].split("^", 1)[0]
         return f"@{name}" if name in _SPECIAL_MENTIONS else label or name

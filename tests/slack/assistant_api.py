@@ -4,11 +4,13 @@
 ``setSuggestedPrompts`` and ``chat.startStream`` / ``appendStream`` / ``stopStream`` into
 ``SlackStandIn.methods``.  A streamed message shows up in the stand-in's ``messages`` and
 ``timeline`` like a posted one, with every text it had (each append adds one).
+``refuse`` makes the next calls of one of them answer with one of Slack's errors.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +31,31 @@ class AssistantApi:
     prompts: dict[tuple[str, str], list[dict[str, str]]] = field(default_factory=dict)
     streaming: set[str] = field(default_factory=set)  # the ts of streams not stopped yet
     final_blocks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by ts, from chat.stopStream
+    refusals: dict[str, list[str]] = field(default_factory=dict)  # by method, the errors its next calls answer
 
     def __post_init__(self) -> None:
-        self.standin.methods.update(
-            {
-                "assistant.threads.setStatus": self._set_status,
-                "assistant.threads.setTitle": self._set_title,
-                "assistant.threads.setSuggestedPrompts": self._set_prompts,
-                "chat.startStream": self._start,
-                "chat.appendStream": self._append,
-                "chat.stopStream": self._stop,
-            }
-        )
+        methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setTitle": self._set_title,
+            "assistant.threads.setSuggestedPrompts": self._set_prompts,
+            "chat.startStream": self._start,
+            "chat.appendStream": self._append,
+            "chat.stopStream": self._stop,
+        }
+        self.standin.methods.update({name: self._refusing(name, method) for name, method in methods.items()})
+
+    def refuse(self, method: str, error: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``, carrying none out."""
+        self.refusals.setdefault(method, []).extend([error] * times)
+
+    def _refusing(
+        self, name: str, method: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def answer(params: dict[str, Any]) -> dict[str, Any]:
+            waiting = self.refusals.get(name)
+            return {"ok": False, "error": waiting.pop(0)} if waiting else method(params)
+
+        return answer
 
     def _set_status(self, params: dict[str, Any]) -> dict[str, Any]:
         thread = _thread(params)

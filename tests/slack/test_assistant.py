@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from adapters.memory import MemoryAdapter
+from adapters.slack import people
 from adapters.slack.assistant_surface import (
     FEEDBACK_ACTION,
     HELPFUL,
@@ -26,6 +29,8 @@ from bot.surface import UNPACED, Kind
 from tests.slack.assistant_api import AssistantApi, feedback_click, thread_started
 from tests.slack.conftest import DM, USER, running_slack, slack_config, slack_core
 from tests.slack.standin import SlackStandIn, message_event
+
+SURFACE_LOG = "adapters.slack.assistant_surface"
 
 GREETING = "Hi! I answer <questions> & read files."
 PROMPTS = ("What can you do?", "Explain a piece of code", "Draft a status update", "Summarize a text", "Fifth")
@@ -151,3 +156,102 @@ async def test_an_edit_that_does_not_extend_the_stream_stops_it_and_updates_the_
     (*_, last) = standin.calls_of("chat.update")
     assert is_feedback(last.params["blocks"])
     assert last.params["blocks"][0]["text"]["text"] == "Paris is the capital."
+
+
+def surface_over(standin: SlackStandIn) -> tuple[AssistantSurface, str]:
+    """An assistant surface in a new thread of the stand-in's DM, and that thread's ts."""
+    thread = standin.next_ts()
+    client = web_client(slack_config(standin))
+    return AssistantSurface(client, DM, thread, UNPACED, recipient=(None, USER), native=NativeStreaming()), thread
+
+
+async def edit_as_the_core_does(surface: AssistantSurface, handle: object, text: str) -> Exception | None:
+    """Edit as the core's live messages do: an error is noted (and returned) and the next edit goes on."""
+    try:
+        await surface.edit(handle, text, Kind.REPLY)
+    except Exception as error:
+        return error
+    return None
+
+
+async def test_a_refused_append_goes_on_with_chat_update_and_never_shows_text_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    standin = SlackStandIn()
+    api = AssistantApi(standin)
+    async with standin:
+        surface, thread = surface_over(standin)
+        handle = await surface.send("Paris", Kind.REPLY)
+        api.refuse("chat.appendStream", "streaming_state_conflict")
+        with caplog.at_level(logging.WARNING, logger=SURFACE_LOG):
+            errors = [await edit_as_the_core_does(surface, handle, t) for t in ("Paris is", "Paris is the capital.")]
+            await surface.finish(complete=True)
+
+    (message,) = standin.thread(DM, thread)
+    assert errors == [None, None]
+    assert message.text == "Paris is the capital."
+    assert all(message.text.startswith(text) for text in message.texts), f"text shown twice: {message.texts}"
+    assert list(api.final_blocks) == [message.ts], "the refused stream was stopped"
+    (*_, last) = standin.calls_of("chat.update")
+    assert is_feedback(last.params["blocks"]) and last.params["blocks"][0]["text"]["text"] == message.text
+    assert "streaming_state_conflict" in caplog.text
+
+
+async def test_a_stream_that_will_not_stop_is_logged_and_the_next_part_still_posts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    standin = SlackStandIn()
+    api = AssistantApi(standin)
+    async with standin:
+        surface, thread = surface_over(standin)
+        await surface.send("Part one", Kind.REPLY)
+        api.refuse("chat.stopStream", "internal_error", times=2)
+        with caplog.at_level(logging.WARNING, logger=SURFACE_LOG):
+            second = await surface.send("Part two", Kind.REPLY)  # stops part one's stream first
+            await surface.edit(second, "Part two, longer", Kind.REPLY)
+            await surface.finish(complete=True)  # stops part two's
+
+    assert [message.text for message in standin.thread(DM, thread)] == ["Part one", "Part two, longer"]
+    assert len(standin.calls_of("chat.stopStream")) == 2
+    assert caplog.text.count("chat.stopStream (internal_error)") == 2
+
+
+SLOW_USER, SLOW_DM = "USLOW0001", "DSLOWBOT1"
+
+
+class HeldNames(SlackStandIn):
+    """The stand-in, where users.info about ``SLOW_USER`` waits for ``release``: a lookup Slack is slow to answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked, self.release = asyncio.Event(), asyncio.Event()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        if request.match_info["method"] == "users.info" and request.query.get("user") == SLOW_USER:
+            self.asked.set()
+            await self.release.wait()
+        return await super()._api(request)
+
+
+@pytest.mark.model
+async def test_a_slow_name_lookup_holds_up_its_own_assistant_thread_only(
+    manager: ConversationManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(people, "LOOKUP_TIMEOUT_S", 60.0)  # the held lookup never gives up during the test
+    standin = HeldNames()
+    AssistantApi(standin)
+    async with standin, running_slack(slack_core(manager), slack_config(standin)):
+        slow_thread, quick_thread = standin.next_ts(), standin.next_ts()
+        slow_event = message_event(
+            "/help", channel=SLOW_DM, user=SLOW_USER, ts=standin.next_ts(), thread_ts=slow_thread, channel_type="im"
+        )
+        slow = await standin.send_event(slow_event)
+        await asyncio.wait_for(standin.asked.wait(), 20)
+        quick = await ask(standin, "/help", quick_thread)
+
+        await standin.wait_ack(quick)  # before: every assistant thread waited for the slow lookup
+        assert slow not in standin.acks
+        standin.release.set()
+        await standin.wait_ack(slow)
+        await standin.wait_replies(SLOW_DM, slow_thread)
+        await standin.wait_replies(DM, quick_thread)

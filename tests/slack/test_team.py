@@ -18,7 +18,7 @@ from bot.attribution import CLOSE, OPEN
 from bot.manager import OLDER_LEFT_OUT
 from model.openvino_engine import OpenVINOEngine
 from tests.conftest import TEST_MAX_NEW_TOKENS, RecordingEngine, make_manager
-from tests.slack.conftest import CHANNEL, running_slack, slack_config, slack_core
+from tests.slack.conftest import CHANNEL, WATCHED, running_slack, slack_config, slack_core
 from tests.slack.standin import BOT_TOKEN, BOT_USER_ID, CLOSED_CHANNEL, TEAM_ID, SlackStandIn, message_event
 from tests.slack.workspace import Workspace
 
@@ -169,12 +169,14 @@ async def test_files_shared_with_a_mention_are_read_refused_or_cut(
             workspace.file("F1", "notes.txt", "text/plain", b"The launch codename is BLUEFIN.\n"),
             workspace.file("F2", "build.log", "text/plain", b"".join(b"line %04d ok\n" % i for i in range(400))),
             workspace.file("F3", "diagram.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
+            # Kept by another service: its URL is no place for the bot token, whatever host it names.
+            {**workspace.file("F4", "drive.txt", "text/plain", b"BLUEFIN secrets"), "is_external": True},
         ]
         ts = slack.next_ts()
         await slack.send_event(
             message_event(MENTION, channel=CHANNEL, user=ALICE, ts=ts, kind="app_mention", files=files)
         )
-        posted = await slack.wait_replies(CHANNEL, ts, count=3)
+        posted = await slack.wait_replies(CHANNEL, ts, count=4)
 
     prompt = recording.prompts[-1]
     assert "The launch codename is BLUEFIN." in prompt
@@ -183,6 +185,7 @@ async def test_files_shared_with_a_mention_are_read_refused_or_cut(
     notices = [m.text for m in posted[1:]]
     assert f"_{TRIMMED.format(name='build.log', limit=2000)}_" in notices
     assert f"_{NOT_TEXT.format(name='diagram.png')}_" in notices
+    assert any(n.startswith("_I could not download drive.txt: it is stored outside Slack") for n in notices), notices
     assert {d.file_id for d in workspace.downloads} == {"F1", "F2"} and all(d.authorized for d in workspace.downloads)
     assert not any(BOT_TOKEN in record.getMessage() for record in caplog.records)
 
@@ -221,14 +224,24 @@ async def test_ask_about_this_opens_a_modal_and_answers_in_the_thread(recording:
     assert STRANGER not in recording.prompts[1]
 
 
-async def test_a_typed_summarize_mention_in_a_thread_reads_the_thread(recording: RecordingEngine) -> None:
+async def test_a_typed_summarize_mention_in_a_thread_reads_the_thread_once_up_to_the_request(
+    recording: RecordingEngine,
+) -> None:
     async with team(recording) as (slack, workspace):
-        thread_ts = "1700000003.000100"
-        discussion(workspace, thread_ts, 6)
-        ts = slack.next_ts()
-        event = message_event(f"{MENTION} tl;dr", channel=CHANNEL, user=BOB, ts=ts, thread_ts=thread_ts)
-        await slack.send_event({**event, "type": "app_mention"})
-        await slack.wait_replies(CHANNEL, thread_ts)
+        thread_ts, request = "1700000003.000100", f"{MENTION} tl;dr"
+        said = [(list(PEOPLE)[i % 3], f"Point {i:02d} about the launch plan") for i in range(6)]
+        ts = workspace.thread(WATCHED, thread_ts, [*said, (BOB, request)])[-1]["ts"]
+        # A mention in a watched channel comes twice: as a message and as an app_mention.
+        copies = [
+            message_event(request, channel=WATCHED, user=BOB, ts=ts, thread_ts=thread_ts, kind=kind)
+            for kind in ("message", "app_mention")
+        ]
+        envelopes = [await slack.send_event(event) for event in copies]
+        await slack.wait_replies(WATCHED, thread_ts)
+        for envelope in envelopes:
+            await slack.wait_ack(envelope)
 
-    assert "Point 04 about the launch plan" in recording.prompts[-1]
-    assert "tl;dr" not in recording.prompts[-1]
+    assert "Point 05 about the launch plan" in recording.prompts[-1]
+    assert "tl;dr" not in recording.prompts[-1], "the request is no part of the thread it asks about"
+    (read,) = slack.calls_of("conversations.replies")
+    assert read.params["latest"] == ts

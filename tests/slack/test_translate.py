@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.handover import HandOver
 from adapters.slack.catchup import QUESTION, question_modal, shortcut_thread, submitted_question, to_said
-from adapters.slack.files import FileDownloadError, SlackFile, attachments, download
-from adapters.slack.people import ArrivalOrder, display_name
+from adapters.slack.files import FileDownloadError, SlackFile, attachments, download, file_hosts, files_of, origin
+from adapters.slack.people import People, display_name
 from adapters.slack.state import BoundedMap, FollowedThreads
 from adapters.slack.translate import (
     COMMANDS,
@@ -19,13 +22,18 @@ from adapters.slack.translate import (
     channel_key,
     clean_text,
     is_addressed,
+    is_mention_copy,
     mentioned_users,
     to_command,
     to_message,
 )
 from bot.types import ConversationKey, Identity, Incoming, Said
+from tests.faults import Fault
+from tests.slack.standin import BOT_TOKEN, SlackStandIn
+from tests.slack.workspace import Download, Workspace
 
 BOT = "UBOT0001"
+SLACK_API = "https://slack.com/api/"
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -45,6 +53,7 @@ def never(channel: str, thread_ts: str) -> bool:
         (f"hey <@{BOT}|bot>  there", "hey there"),
         ("ask <@U2> or <@U3|alice>", "ask @someone or @alice"),
         ("in <#C9|random> now", "in #random now"),
+        ("in <#C0123ABC|> or <#C0123ABC>", "in #channel or #channel"),
         ("<!here> and <!channel> and <!everyone>", "@here and @channel and @everyone"),
         ("<!subteam^S1|@devs> help", "@devs help"),
         ("see <https://example.com|the docs> or <https://x.y>", "see the docs (https://example.com) or https://x.y"),
@@ -83,22 +92,87 @@ def test_a_message_with_files_keeps_them_for_the_core() -> None:
         SlackFile("a.txt", 5, "text/plain", "https://f/a?dl"),
         SlackFile("gone.txt", None, None, None),
     )
-    assert [(a.name, a.size, a.content_type) for a in attachments(message.files, "xoxb-secret")] == [
+    shared_here = attachments(message.files, "xoxb-secret", api_url=SLACK_API)
+    assert [(a.name, a.size, a.content_type) for a in shared_here] == [
         ("a.txt", 5, "text/plain"),
         ("gone.txt", None, None),
     ]
-    assert "xoxb-secret" not in repr(attachments(message.files, "xoxb-secret"))
+    assert "xoxb-secret" not in repr(shared_here)
 
 
 async def test_a_file_that_cannot_be_downloaded_says_why_without_the_token() -> None:
     with pytest.raises(FileDownloadError, match="does not offer it"):
-        await download(SlackFile("gone.txt", None, None, None), 10, bot_token="xoxb-secret")
+        gone = SlackFile("gone.txt", None, None, None)
+        await download(gone, 10, bot_token="xoxb-secret", hosts=file_hosts(SLACK_API))
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}/files/F1/a.txt"
+        api = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(FileDownloadError) as raised:
-        await download(SlackFile("a.txt", 5, "text/plain", url), 10, bot_token="xoxb-secret")
+        file = SlackFile("a.txt", 5, "text/plain", f"{api}/files/F1/a.txt")
+        await download(file, 10, bot_token="xoxb-secret", hosts=file_hosts(f"{api}/api/"))
     assert "xoxb-secret" not in str(raised.value) and raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("url", "trusted"),
+    [
+        ("https://files.slack.com/files-pri/T1-F1/a.txt?download=1", True),
+        ("https://FILES.slack.com:443/files-pri/T1-F1/a.txt", True),
+        ("https://slack.com/files-pri/T1-F1/a.txt", True),  # the Web API's own host
+        ("http://files.slack.com/files-pri/T1-F1/a.txt", False),  # the token never goes unencrypted
+        ("https://files.slack.com.evil.test/a.txt", False),
+        ("https://evil.test/files.slack.com/a.txt", False),
+        ("https://files.slack.com@evil.test/a.txt", False),
+        ("https://files.slack.com:8443/a.txt", False),
+        ("https://files.slack.com:port/a.txt", False),
+        ("ftp://files.slack.com/a.txt", False),
+    ],
+)
+def test_only_slack_file_hosts_are_trusted_with_the_token(url: str, trusted: bool) -> None:
+    assert (origin(url) in file_hosts(SLACK_API)) is trusted
+
+
+async def test_the_token_goes_to_slack_file_hosts_only_and_external_files_are_not_fetched() -> None:
+    workspace, standin = Workspace(), SlackStandIn()
+    workspace.install(standin)
+    async with standin:
+        workspace.base_url = standin.base_url
+        shared = [
+            workspace.file("F1", "hosted.txt", "text/plain", b"hosted"),
+            {**workspace.file("F2", "drive.txt", "text/plain", b"x"), "is_external": True},
+            {**workspace.file("F3", "box.txt", "text/plain", b"x"), "mode": "external"},
+        ]
+        files = files_of({"files": shared})
+        here = attachments(files, BOT_TOKEN, api_url=standin.api_url)
+        elsewhere = attachments(files[:1], BOT_TOKEN, api_url=SLACK_API)  # the event's host is not the API's
+        assert await here[0].read(100) == b"hosted"
+        for refused in (*here[1:], *elsewhere):
+            with pytest.raises(FileDownloadError) as raised:
+                await refused.read(100)
+            assert "127.0.0.1" not in str(raised.value) and BOT_TOKEN not in str(raised.value)
+
+    assert workspace.downloads == [Download("F1", authorized=True)]
+    assert not any(call.method for call in standin.calls), "nothing else was asked of Slack"
+
+
+async def test_a_dropped_name_lookup_reads_as_someone_and_is_logged_without_the_token(
+    standin: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=standin.api_url, retry_handlers=[])
+    # aiohttp repeats a GET once itself, then raises ServerDisconnectedError, which is no OSError.
+    standin.fail("users.info", Fault.DROPPED, times=None)
+    with caplog.at_level(logging.WARNING, logger="adapters.slack.people"):
+        assert await People(client).name("U1") == "someone"
+    assert {call.method for call in standin.calls} == {"users.info"}
+    assert "Disconnected" in caplog.text and BOT_TOKEN not in caplog.text
+
+
+def test_the_message_copy_of_a_mention_is_known_from_its_twin() -> None:
+    mention = f"<@{BOT}> summarize"
+    assert is_mention_copy(event(text=mention, channel_type="channel"), BOT)
+    assert not is_mention_copy(event(text=mention, type="app_mention"), BOT)
+    assert not is_mention_copy(event(text=mention, channel_type="im"), BOT), "a DM has no app_mention"
+    assert not is_mention_copy(event(text="<@U2> summarize", channel_type="channel"), BOT)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +196,7 @@ def test_a_thread_message_as_the_model_reads_it() -> None:
     other_bot = {"bot_id": "B2", "username": "CI", "text": "build green"}
     assert to_said(other_bot, names, BOT) == Said("CI", "build green")
     shared = {"user": "U9", "text": "", "files": [{"name": "log.txt"}]}
-    assert to_said(shared, names, BOT) == Said("someone", "[shared log.txt]")
+    assert to_said(shared, names, BOT) == Said("someone", "[shared files: log.txt]")
     assert to_said({"user": "U1", "text": "  "}, names, BOT) is None
 
 
@@ -139,7 +213,7 @@ def test_shortcuts_and_the_question_modal_find_their_thread() -> None:
 
 
 async def test_messages_are_handed_over_in_arrival_order_per_conversation() -> None:
-    order, handed, slow = ArrivalOrder(), [], asyncio.Event()
+    order, handed, slow = HandOver(), [], asyncio.Event()
 
     async def prepare(name: str, wait: asyncio.Event | None = None) -> str:
         if wait is not None:
