@@ -4,7 +4,8 @@
 "summarize" mention in a thread read, through the REST API, the thread the message is in, else
 its reply chain, else the channel's recent messages up to it; then make one ``core.submit``
 with the messages as ``context``.  What is asked, how much fits and what is said about it
-are the core's; this module only reads and translates.
+are the core's; this module only reads and translates.  It reads only for a person who may
+read the channel's history themselves, and only when Discord gives the bot messages' text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ CANNOT_READ = (
     "I cannot read the messages here: I need the View Channel and Read Message History permissions in this channel."
 )
 READ_FAILED = "I could not read the discussion from Discord; please try again in a moment."
+ASKER_CANNOT_READ = (
+    "I only sum up messages you may read yourself: you need the View Channel and Read Message History "
+    "permissions in this channel."
+)
+NEEDS_CONTENT_INTENT = (
+    "I cannot read a discussion: this bot runs without the Message Content Intent, so Discord sends me other "
+    "people's messages without their text. Whoever runs the bot can enable 'Message Content Intent' in the "
+    "Discord Developer Portal (https://discord.com/developers/applications, the bot's application, Bot, "
+    "Privileged Gateway Intents), then restart the bot."
+)
 # Discord drops an interaction not answered within 3 s: a long read shows "thinking…" first.
 DEFER_AFTER_S = 2.0
 QUESTION_LIMIT = 4000  # Discord's most for a text input
@@ -45,10 +56,12 @@ _READ_ERRORS = (discord.HTTPException, aiohttp.ClientError, TimeoutError)
 class CatchUp:
     """The catch-up commands of one adapter: read what a message belongs to, then submit it to the core."""
 
-    def __init__(self, core: Core, pacing: Pacing, max_messages: int) -> None:
+    def __init__(self, core: Core, pacing: Pacing, max_messages: int, *, content_intent: bool) -> None:
+        """``content_intent``: whether Discord sends the bot other people's messages with their text."""
         self._core = core
         self._pacing = pacing
         self._max_messages = max_messages
+        self._content_intent = content_intent
 
     async def summarize(self, interaction: Interaction, message: discord.Message) -> None:
         """ "Summarize this thread" on ``message``: a summary of its discussion, posted as the command's response."""
@@ -56,20 +69,42 @@ class CatchUp:
 
     async def ask_about(self, interaction: Interaction, message: discord.Message) -> None:
         """ "Ask about this" on ``message``: a form for the question, answered once it is sent."""
+        refusal = self._refusal(_invoker_permissions(interaction))
+        if refusal is not None:  # before the form: no question typed in vain
+            await InteractionSurface(interaction, self._pacing).send(refusal, Kind.PRIVATE)
+            return
         await interaction.response.send_modal(QuestionForm(partial(self._submit, message=message, command=None)))
 
     async def thread_before(self, message: discord.Message, surface: ChannelSurface) -> tuple[Said, ...] | None:
         """The thread of a typed "summarize" mention, before it; ``None`` (and the asker told) when unreadable."""
+        refusal = self._refusal(_author_permissions(message))
+        if refusal is not None:
+            await surface.send(refusal, Kind.PRIVATE)
+            return None
         try:
             return await read_thread(message.channel, self._max_messages, before=message)
         except _READ_ERRORS as error:
             await surface.send(_unreadable(error, message.channel.id), Kind.PRIVATE)
             return None
 
+    def _refusal(self, asker: discord.Permissions | None) -> str | None:
+        """Why this catch-up must not read the discussion, or ``None``; ``asker`` is ``None`` where unknown (a DM)."""
+        if not self._content_intent:  # every text would come back empty: "nothing to summarize" would mislead
+            return NEEDS_CONTENT_INTENT
+        if asker is not None and not (asker.view_channel and asker.read_message_history):
+            # The answer is public: it must not show anyone earlier messages they may not read.
+            log.info("Catch-up refused: the asker may not read the channel's history")
+            return ASKER_CANNOT_READ
+        return None
+
     async def _submit(
         self, interaction: Interaction, question: str = "", command: str | None = None, *, message: discord.Message
     ) -> None:
         surface = InteractionSurface(interaction, self._pacing)
+        refusal = self._refusal(_invoker_permissions(interaction))
+        if refusal is not None:
+            await surface.send(refusal, Kind.PRIVATE)
+            return
         try:
             channel = await _channel_of(interaction, message)
             context = await _read_in_time(interaction, discussion(channel, message, self._max_messages))
@@ -187,6 +222,22 @@ async def _read_in_time(interaction: Interaction, reading: Coroutine[Any, Any, T
         except discord.HTTPException as error:  # answering without the deferral may still work
             log.warning("Could not defer a catch-up command: %s", error)
     return await task
+
+
+def _invoker_permissions(interaction: Interaction) -> discord.Permissions | None:
+    """What the command's user may do in its channel, overwrites included (Discord resolves them); none in a DM."""
+    return interaction.permissions if interaction.guild_id is not None else None
+
+
+def _author_permissions(message: discord.Message) -> discord.Permissions | None:
+    """What ``message``'s author may do in its channel, where discord.py can tell (a server member, a known channel)."""
+    channel, author = message.channel, message.author
+    if not isinstance(author, discord.Member) or not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return None
+    try:
+        return channel.permissions_for(author)
+    except discord.ClientException:  # a thread whose parent channel is not cached
+        return None
 
 
 def _unreadable(error: Exception, channel_id: int) -> str:

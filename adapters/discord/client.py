@@ -17,11 +17,13 @@ from adapters.discord.commands import command_tree
 from adapters.discord.endpoints import Endpoints, attach_gateway, attach_rest, webhooks_pointed_at
 from adapters.discord.surfaces import ChannelSurface, Interaction, InteractionSurface
 from adapters.discord.translate import NO_MENTIONS, PLATFORM, TriggerPolicy, command_incoming, invite_url, to_incoming
+from adapters.handover import HandOver
 from bot.attribution import is_summary_request
 from bot.core import Core
 from bot.inbox import Unfinished
 from bot.streaming import EditBudget
 from bot.surface import Pacing
+from bot.types import Incoming
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,16 @@ class DiscordAdapter:
 
     platform = PLATFORM
     _core: Core  # set by serve, before any event can arrive
-    _catch_up: CatchUp  # likewise
     _policy: TriggerPolicy  # set once logged in, before the gateway connects
+    _catch_up: CatchUp  # likewise
 
     def __init__(self, config: DiscordConfig) -> None:
         self.config = config
         self._endpoints = Endpoints(config.api_base)
         # One budget for every answer on the connection: Discord rate-limits the bot as a whole.
         self._pacing = Pacing(EditBudget(config.edit_interval_s, config.edits_per_second), config.message_limit)
+        # discord.py runs each event in its own task: this keeps a conversation's messages in arrival order.
+        self._order = HandOver()
 
     async def serve(self, core: Core, stop: asyncio.Event) -> None:
         """Answer on Discord until ``stop`` is set, then drain the core and disconnect.
@@ -96,7 +100,6 @@ class DiscordAdapter:
         if not self.config.token:
             raise DiscordStartError("DISCORD_TOKEN is not set")
         self._core = core
-        self._catch_up = CatchUp(core, self._pacing, self.config.catchup_max_messages)
         with webhooks_pointed_at(self._endpoints):
             client = await self._start()
             # Messages an earlier run accepted but never answered go first, before the gateway delivers new ones.
@@ -112,13 +115,21 @@ class DiscordAdapter:
         log.info("Answering a %s in %s", why.value, incoming.key)
         incoming = replace(incoming, message_id=str(message.id))
         surface = ChannelSurface(message.channel, message, self._pacing)
-        if isinstance(message.channel, discord.Thread) and is_summary_request(incoming.text):
-            # "@bot summarize" in a thread: the thread (which the bot may not have followed) is what is asked about.
-            context = await self._catch_up.thread_before(message, surface)
-            if context is None:
-                return
-            incoming = replace(incoming, text="", command="summarize", context=context)
-        self._core.submit(incoming, surface, reply_to=f"{message.channel.id} {message.id}")
+
+        def submit(prepared: Incoming | None) -> None:
+            if prepared is not None:
+                self._core.submit(prepared, surface, reply_to=f"{message.channel.id} {message.id}")
+
+        # A summarize reads its thread first: a later message of the conversation waits for it, not overtakes it.
+        await self._order.hand_over(incoming.key, self._prepared(message, incoming, surface), submit)
+
+    async def _prepared(self, message: discord.Message, incoming: Incoming, surface: ChannelSurface) -> Incoming | None:
+        """``incoming`` as the core gets it; ``None`` (the asker told why) for a thread that cannot be read."""
+        if not (isinstance(message.channel, discord.Thread) and is_summary_request(incoming.text)):
+            return incoming
+        # "@bot summarize" in a thread: the thread (which the bot may not have followed) is what is asked about.
+        context = await self._catch_up.thread_before(message, surface)
+        return None if context is None else replace(incoming, text="", command="summarize", context=context)
 
     async def on_ready(self) -> None:
         """The gateway session is up: the bot counts as connected for ``/healthz``."""
@@ -165,6 +176,9 @@ class DiscordAdapter:
                 log.info("message_content intent on: answering mentions, DMs, replies and DISCORD_CHANNELS")
             assert client.user is not None  # login fetched it
             self._policy = TriggerPolicy(client.user.id, self.config.channels, content_intent)
+            self._catch_up = CatchUp(
+                self._core, self._pacing, self.config.catchup_max_messages, content_intent=content_intent
+            )
             attach_gateway(client.http, await self._gateway_url(client))
             await self._sync_commands(client)
         except BaseException:

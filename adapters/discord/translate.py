@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import discord
 
 from adapters.discord.files import attachments_of
-from bot.attribution import UNKNOWN
+from bot.attribution import UNKNOWN, with_files
 from bot.surface import Kind
 from bot.types import ConversationKey, Identity, Incoming, Said
 
@@ -28,6 +28,9 @@ INVITE_PERMISSIONS = discord.Permissions(send_messages=True, send_messages_in_th
 
 # A user (<@id>, <@!id>), role (<@&id>) or channel (<#id>) mention as Discord writes it: ids are snowflakes.
 _MENTION = re.compile(r"<(@!?|@&|#)([0-9]{15,20})>")
+# A custom emoji (<:name:id>, animated <a:name:id>) and a slash-command mention (</name:id>, </name sub:id>).
+_EMOJI = re.compile(r"<a?:([^\s:<>]{1,32}):[0-9]{15,20}>")
+_COMMAND = re.compile(r"</([^\s:<>/]{1,32}(?: [^\s:<>/]{1,32}){0,2}):[0-9]{15,20}>")
 
 
 class Trigger(enum.Enum):
@@ -119,7 +122,8 @@ def names_in(message: discord.Message) -> Names:
 def prompt_text(content: str, bot_id: int | None, names: Names = Names()) -> str:
     """What the model reads: the bot's own mention removed, others as ``@Name``/``#channel``, never a raw id.
 
-    A mention discord.py cannot resolve becomes ``@someone`` (a person or role) or ``#channel``.
+    A mention discord.py cannot resolve becomes ``@someone`` (a person or role) or ``#channel``; a custom
+    emoji becomes ``:name:`` and a slash-command mention ``/name`` (ids mean nothing to the model).
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -132,7 +136,8 @@ def prompt_text(content: str, bot_id: int | None, names: Names = Names()) -> str
             return ""
         return f"@{names.users.get(target, UNKNOWN)}"
 
-    return _MENTION.sub(replace, content).strip()
+    readable = _COMMAND.sub(r"/\1", _EMOJI.sub(r":\1:", content))
+    return _MENTION.sub(replace, readable).strip()
 
 
 def author_name(message: discord.Message) -> str:
@@ -144,8 +149,7 @@ def author_name(message: discord.Message) -> str:
 def said(message: discord.Message) -> Said:
     """One message of a discussion as the model reads it: its author's name, its text and its files' names."""
     text = prompt_text(message.content, None, names_in(message))
-    files = ", ".join(attachment.filename for attachment in message.attachments)
-    return Said(author_name(message), f"{text}\n[attached: {files}]".strip() if files else text)
+    return Said(author_name(message), with_files(text, [attachment.filename for attachment in message.attachments]))
 
 
 def to_incoming(message: discord.Message, policy: TriggerPolicy) -> tuple[Trigger, Incoming] | None:

@@ -2,14 +2,17 @@
 
 ``TeamStandIn`` adds the REST routes a bot reads a discussion with (``GET /channels/{id}/messages``
 with ``before``/``after``/``limit``, one message, a channel), refuses them with 403 for the
-channels in ``forbidden`` (the bot may not read them), and serves attachment files the way
-Discord's CDN does: at the URL in the message payload, without the bot's token.  The payload
-builders make the interactions of a message context-menu command (type 2, data type 3) and
-of a modal sent back (type 5), filled in from the modal the bot opened (callback type 9).
+channels in ``forbidden`` (the bot may not read them), holds them while ``history_open`` is
+cleared, and serves attachment files the way Discord's CDN does: at the URL in the message
+payload, without the bot's token.  The payload builders make the interactions of a message
+context-menu command (type 2, data type 3) and of a modal sent back (type 5), filled in from
+the modal the bot opened (callback type 9); like Discord's, they carry the invoker's resolved
+permissions in the channel (``member.permissions``) and the bot's (``app_permissions``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +48,8 @@ class TeamStandIn(DiscordStandIn):
         super().__init__(**options)
         self.history: dict[str, list[Payload]] = {}  # channel id -> its messages, in the order they were said
         self.forbidden: set[str] = set()  # channels the bot may not read: 403 Missing Access
+        self.history_open = asyncio.Event()  # cleared: history reads are held (a slow read) until it is set
+        self.history_open.set()
         self.downloads: list[Download] = []
         self._files: dict[str, tuple[bytes, str]] = {}  # file id -> bytes, content type
 
@@ -92,6 +97,7 @@ class TeamStandIn(DiscordStandIn):
         channel = request.match_info["channel"]
         if channel in self.forbidden:
             return _json(MISSING_ACCESS, status=403)
+        await self.history_open.wait()
         newest_first = sorted(self.history.get(channel, []), key=lambda message: -int(message["id"]))
         query = request.query
         if "before" in query:
@@ -134,9 +140,16 @@ def _as_fetched(message: Payload) -> Payload:
     return fetched
 
 
-def message_command(name: str, target: Payload, *, channel: Payload, invoker: Payload | None = None) -> Payload:
-    """INTERACTION_CREATE for a message context-menu command (type 2, data type 3) used on ``target``."""
+def message_command(
+    name: str, target: Payload, *, channel: Payload, invoker: Payload | None = None, permissions: int | None = None
+) -> Payload:
+    """INTERACTION_CREATE for a message context-menu command (type 2, data type 3) used on ``target``.
+
+    ``permissions``: the invoker's permissions in the channel, as Discord resolves them (default: a member's usual).
+    """
     interaction = payloads.interaction_create(name, channel=channel, invoker=invoker)
+    if permissions is not None:
+        interaction["member"]["permissions"] = str(permissions)
     fetched = _as_fetched(target)
     interaction["data"] = {
         "id": str(payloads.new_id()),

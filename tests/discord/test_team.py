@@ -13,7 +13,14 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
-from adapters.discord.catchup import ASK_ABOUT, CANNOT_READ, SUMMARIZE, discussion
+from adapters.discord.catchup import (
+    ASK_ABOUT,
+    ASKER_CANNOT_READ,
+    CANNOT_READ,
+    NEEDS_CONTENT_INTENT,
+    SUMMARIZE,
+    discussion,
+)
 from adapters.discord.endpoints import Endpoints, attach_rest
 from bot.attachments import CUT_MARK, NOT_TEXT, TRIMMED
 from bot.commands import FILE_ONLY_ASK, NOT_ADMIN
@@ -27,6 +34,7 @@ from tests.conftest import TEST_MAX_NEW_TOKENS, RecordingEngine
 from tests.discord import payloads
 from tests.discord.conftest import StartBot
 from tests.discord.payloads import APP_ID, CHANNEL_ID, LISTED_CHANNEL_ID, THREAD_ID, TOKEN, USER_ID, mention
+from tests.discord.standin import Recorded
 from tests.discord.team_standin import TeamStandIn, message_command, modal_submit
 
 CHANNEL_KEY = ConversationKey("discord", str(CHANNEL_ID))
@@ -220,6 +228,76 @@ async def test_a_channel_the_bot_cannot_read_is_answered_privately(
     (answer,) = await standin.wait_for(lambda: standin.matching("POST", f"/interactions/{used['id']}/"))
     assert answer.body["type"] == 4 and answer.body["data"]["flags"] == 64
     assert answer.body["data"]["content"] == CANNOT_READ and recording.prompts == []
+
+
+@pytest.mark.model
+async def test_a_message_after_a_typed_summarize_waits_for_the_thread_to_be_read(
+    standin: TeamStandIn, start_bot: StartBot, history: MemoryHistoryStore
+) -> None:
+    await start_bot()
+    standin.said(payloads.message_create("We ship on Friday.", channel_id=THREAD_ID, author=BOB))
+    standin.history_open.clear()  # the thread read is slow
+    await standin.dispatch("MESSAGE_CREATE", standin.said(_to_bot("summarize", channel_id=THREAD_ID)))
+    await standin.wait_for(lambda: standin.matching("GET", f"/channels/{THREAD_ID}/messages"))
+    await standin.dispatch("MESSAGE_CREATE", _to_bot("When do we ship?", channel_id=THREAD_ID))
+    # discord.py handles events in order: once this bare mention elsewhere is answered, the question was handled too.
+    bare = _to_bot("")
+    await standin.dispatch("MESSAGE_CREATE", bare)
+    await standin.wait_for(lambda: standin.replies_to(bare["id"]))
+    standin.history_open.set()
+    await _answers(standin, history, THREAD_KEY, 2)
+
+    asked = [turn.content for turn in history._turns[THREAD_KEY] if turn.role == "user"]
+    assert len(asked) == 2 and asked[-1] == "When do we ship?", asked  # the summary first, as they came
+
+
+async def _response(standin: TeamStandIn, interaction: payloads.Payload) -> Recorded:
+    """The one response the bot gave ``interaction``."""
+    (answer,) = await standin.wait_for(lambda: standin.matching("POST", f"/interactions/{interaction['id']}/"))
+    return answer
+
+
+@pytest.mark.model
+async def test_a_member_who_may_not_read_the_history_is_refused_privately(
+    standin: TeamStandIn, start_bot: StartBot, recording: RecordingEngine
+) -> None:
+    await start_bot()
+    target = standin.said(payloads.message_create("secret plans", channel_id=THREAD_ID, author=BOB))
+    may_not_read = discord.Permissions(view_channel=True, send_messages=True, use_application_commands=True).value
+    for name in (SUMMARIZE, ASK_ABOUT):  # refused before the form: no question typed in vain
+        used = message_command(name, target, channel=payloads.thread_channel(), invoker=CAROL, permissions=may_not_read)
+        await standin.dispatch("INTERACTION_CREATE", used)
+        answer = await _response(standin, used)
+        assert answer.body["type"] == 4 and answer.body["data"]["flags"] == 64
+        assert answer.body["data"]["content"] == ASKER_CANNOT_READ
+    # Typed: #general now denies Carol the history; discord.py resolves that for the thread from its cache.
+    denied = str(discord.Permissions(read_message_history=True).value)
+    overwrite = {"id": str(CAROL_ID), "type": 1, "allow": "0", "deny": denied}
+    general = payloads.guild_create()["channels"][0] | {"permission_overwrites": [overwrite]}
+    await standin.dispatch("CHANNEL_UPDATE", general)
+    asked = _to_bot("summarize", CAROL, channel_id=THREAD_ID)
+    await standin.dispatch("MESSAGE_CREATE", asked)
+    (refused,) = await standin.wait_for(lambda: standin.replies_to(asked["id"]))
+    assert refused.content == ASKER_CANNOT_READ
+    assert not standin.matching("GET", f"/channels/{THREAD_ID}/messages") and recording.prompts == []
+
+
+@pytest.mark.model
+async def test_without_the_content_intent_a_catch_up_says_where_to_enable_it(
+    standin: TeamStandIn, start_bot: StartBot, recording: RecordingEngine
+) -> None:
+    standin.app_flags = 0  # the portal's Message Content Intent is off
+    await start_bot()
+    target = standin.said(payloads.message_create("Point 1.", channel_id=THREAD_ID, author=BOB))
+    used = message_command(SUMMARIZE, target, channel=payloads.thread_channel())
+    await standin.dispatch("INTERACTION_CREATE", used)
+    answer = await _response(standin, used)
+    assert answer.body["data"]["flags"] == 64 and answer.body["data"]["content"] == NEEDS_CONTENT_INTENT
+    asked = _to_bot("summarize", channel_id=THREAD_ID)  # a mention still carries its text
+    await standin.dispatch("MESSAGE_CREATE", asked)
+    (refused,) = await standin.wait_for(lambda: standin.replies_to(asked["id"]))
+    assert refused.content == NEEDS_CONTENT_INTENT and "Developer Portal" in NEEDS_CONTENT_INTENT
+    assert not standin.matching("GET", f"/channels/{THREAD_ID}/messages") and recording.prompts == []
 
 
 async def test_discussion_reads_recent_channel_messages_up_to_the_one_asked_about(standin: TeamStandIn) -> None:

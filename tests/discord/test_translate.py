@@ -215,6 +215,19 @@ def test_prompt_text_resolves_from_the_names_given() -> None:
     assert prompt_text(mention(), None, Names(users={BOT_ID: "Teambot"})) == "@Teambot"
 
 
+def test_custom_emoji_and_command_mentions_become_names_without_ids() -> None:
+    emoji_id, command_id = 1800000000000000001, 1800000000000000002
+    content = (
+        f"{mention()} <:shipit:{emoji_id}> and <a:party_parrot:{emoji_id}>! try </ask:{command_id}> "
+        f"or </persona reset:{command_id}>; code stays: `</not a command>` <:too:short:1>"
+    )
+    text = prompt_text(content, BOT_ID)
+    assert text == (
+        ":shipit: and :party_parrot:! try /ask or /persona reset; code stays: `</not a command>` <:too:short:1>"
+    )
+    assert str(emoji_id) not in text and str(command_id) not in text
+
+
 def test_identity_carries_the_display_name(state: Any, guild: discord.Guild) -> None:
     nicknamed = _mentioning_bot("hi")
     nicknamed["member"]["nick"] = "Ali"
@@ -252,7 +265,7 @@ def test_said_names_the_author_and_the_files(state: Any, guild: discord.Guild) -
     carol = payloads.user(1400000000000000055, "carol")
     payload = _with_file(payloads.message_create(f"see {mention()}", author=carol), "trace.log", 9, None)
     payload["mentions"] = [payloads.bot_user()]
-    assert said(_read(state, guild, payload)) == Said("Carol", "see @Teambot\n[attached: trace.log]")
+    assert said(_read(state, guild, payload)) == Said("Carol", "see @Teambot\n[shared files: trace.log]")
 
 
 def test_interaction_keys_and_identities(state: Any, guild: discord.Guild) -> None:
