@@ -49,9 +49,29 @@ def named(name: str, text: str) -> str:
     return f"{OPEN}{clean_name(name)}{CLOSE} {typed(text)}"
 
 
-def speakers(turns: Sequence[ChatMessage]) -> set[str]:
-    """The different people who wrote the user turns (by cleaned name; unnamed turns count as nobody)."""
-    return {clean_name(turn.name) for turn in turns if turn.role == "user" and turn.name}
+def _who(turn: ChatMessage) -> str | None:
+    """Which person wrote a user turn: their id where it is known, else their name; ``None``: unnamed."""
+    if turn.role != "user" or not turn.name:
+        return None
+    return turn.speaker or f"name:{clean_name(turn.name)}"
+
+
+def labels(turns: Sequence[ChatMessage]) -> dict[str, str]:
+    """The name each person who wrote ``turns`` is shown by, keyed as ``_who`` keys them.
+
+    Two people of the same name (two Alexes, or a member who renamed themselves after someone) are
+    told apart: the second to speak is "Alex (2)", the third "Alex (3)".
+    """
+    shown: dict[str, str] = {}
+    holders: dict[str, int] = {}
+    for turn in turns:
+        who = _who(turn)
+        if who is None or who in shown:
+            continue
+        name = clean_name(turn.name or UNKNOWN)
+        holders[name] = holders.get(name, 0) + 1
+        shown[who] = name if holders[name] == 1 else f"{name} ({holders[name]})"
+    return shown
 
 
 def attribute(turns: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -60,10 +80,11 @@ def attribute(turns: Sequence[ChatMessage]) -> list[ChatMessage]:
     A conversation with one person (a DM, or a channel where one person talks to the bot) stays unnamed;
     the bot's brackets are taken out of what people typed all the same, so nobody can write a name in.
     """
-    if len(speakers(turns)) < 2:
-        return [ChatMessage("user", typed(turn.content), turn.name) if turn.role == "user" else turn for turn in turns]
+    people = labels(turns)
+    if len(people) < 2:
+        return [ChatMessage("user", typed(t.content), t.name, t.speaker) if t.role == "user" else t for t in turns]
     return [
-        ChatMessage(turn.role, named(turn.name or UNKNOWN, turn.content)) if turn.role == "user" else turn
+        ChatMessage("user", named(people.get(_who(turn) or "", UNKNOWN), turn.content)) if turn.role == "user" else turn
         for turn in turns
     ]
 

@@ -203,6 +203,7 @@ class Core:
             lineup=self._lineup,
             resumed=resumed,
             author=message.author.name or None,
+            speaker=str(message.author),
             attachments=message.attachments,
             context=message.context,
         )

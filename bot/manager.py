@@ -91,6 +91,7 @@ class Reply:
         self.notices: list[str] = []
         self.generating_s: float | None = None  # how long it held its slot, once its chunks ended
         self.author: str | None = None  # the asker's display name, kept with their turn
+        self.speaker: str | None = None  # who the asker is (platform and id), never shown
         self.attachments: tuple[Attachment, ...] = ()  # files read into the asker's turn before it is stored
         self.context: tuple[Said, ...] = ()  # a discussion asked about: the prompt is it, not the history
         # Answering again after a restart: the user's turn may be stored already.
@@ -210,6 +211,7 @@ class ConversationManager:
         lineup: Lineup | None = None,
         resumed: bool = False,
         author: str | None = None,
+        speaker: str | None = None,
         attachments: tuple[Attachment, ...] = (),
         context: tuple[Said, ...] = (),
     ) -> Reply:
@@ -218,14 +220,14 @@ class ConversationManager:
         ``time_limit_s`` after this call (waiting in line included) the reply stops at its next chunk, with a notice.
         With a ``lineup``, the reply generates only while it holds one of the lineup's slots.  A ``resumed`` reply
         answers a message again after a restart: its user turn is not stored twice.  ``author`` (a display name)
-        is stored with the turn, so that a conversation of several people names each one to the model; text
-        ``attachments`` are read into the turn.  With ``context`` (a thread to catch up on) the prompt is that
-        discussion, newest messages kept, and ``text`` the question about it; the question and the answer are
-        stored in ``key`` as any other turns.
+        and ``speaker`` (who it is, never shown) are stored with the turn, so that a conversation of several
+        people names each one to the model, two of the same name apart; text ``attachments`` are read into the
+        turn.  With ``context`` (a thread to catch up on) the prompt is that discussion, newest messages kept,
+        and ``text`` the question about it; the question and the answer are stored in ``key`` as other turns are.
         """
         reply = Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
         reply.resumed = resumed
-        reply.author, reply.attachments, reply.context = author, attachments, context
+        reply.author, reply.speaker, reply.attachments, reply.context = author, speaker, attachments, context
         return reply
 
     def reset(self, key: ConversationKey) -> PendingReset:
@@ -303,7 +305,7 @@ class ConversationManager:
         reply.notices.extend(files.notices)
 
     async def _store_user_turn(self, reply: Reply) -> None:
-        turn = ChatMessage("user", reply.prompt_text, reply.author)
+        turn = ChatMessage("user", reply.prompt_text, reply.author, reply.speaker)
         if reply.resumed:
             # A run killed after storing the turn (and before any answer) must not leave it there twice.
             last = await self._store.history(reply.key, 1)
@@ -390,8 +392,9 @@ def merge_consecutive_turns(history: Sequence[ChatMessage]) -> list[ChatMessage]
     merged: list[ChatMessage] = []
     for message in history:
         if merged and merged[-1].role == message.role:
-            name = merged[-1].name if merged[-1].name == message.name else None
-            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}", name)
+            same = (merged[-1].name, merged[-1].speaker) == (message.name, message.speaker)
+            name, speaker = (message.name, message.speaker) if same else (None, None)
+            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}", name, speaker)
         else:
             merged.append(message)
     return merged

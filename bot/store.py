@@ -40,13 +40,14 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     created_at REAL NOT NULL,
     interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1)),
-    author TEXT
+    author TEXT,
+    author_id TEXT
 )
 """
 _ADD_INTERRUPTED = (
     "ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1))"
 )
-_ADD_AUTHOR = "ALTER TABLE messages ADD COLUMN author TEXT"
+_ADD_AUTHOR = ("ALTER TABLE messages ADD COLUMN author TEXT", "ALTER TABLE messages ADD COLUMN author_id TEXT")
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (platform, channel, thread, id)",
     "CREATE INDEX IF NOT EXISTS messages_by_age ON messages (created_at)",
@@ -193,7 +194,8 @@ class SQLiteHistoryStore:
             if "interrupted" not in columns:  # version 1: every stored reply was complete
                 await self._db.execute(_ADD_INTERRUPTED)
             if "author" not in columns:  # versions 1-2 kept no authors: those turns stay unnamed
-                await self._db.execute(_ADD_AUTHOR)
+                for column in _ADD_AUTHOR:
+                    await self._db.execute(column)
             for table in CHANNEL_TABLES:
                 await self._db.execute(table)
             for index in _INDEXES:
@@ -208,10 +210,10 @@ class SQLiteHistoryStore:
         # loop itself, synchronously: it would wait on a lock that only the loop can release.  Trimming is
         # idempotent, so an insert without its trim (a crash in between) is trimmed by the next append.
         await self._db.execute(
-            "INSERT INTO messages (platform, channel, thread, role, content, created_at, interrupted, author) "
-            "VALUES (:platform, :channel, :thread, :role, :content, :now, :interrupted, :author)",
+            "INSERT INTO messages (platform, channel, thread, role, content, created_at, interrupted, author, "
+            "author_id) VALUES (:platform, :channel, :thread, :role, :content, :now, :interrupted, :author, :speaker)",
             {**_columns(key), "role": message.role, "content": message.content}
-            | {"now": now, "interrupted": int(interrupted), "author": message.name},
+            | {"now": now, "interrupted": int(interrupted), "author": message.name, "speaker": message.speaker},
         )
         if self.retention.max_turns is not None:
             await self._db.execute(
@@ -227,10 +229,10 @@ class SQLiteHistoryStore:
     async def history(self, key: ConversationKey, limit: int) -> list[ChatMessage]:
         """The newest ``limit`` turns, oldest first."""
         rows = await self._db.execute_fetchall(
-            f"SELECT role, content, author FROM messages WHERE {_KEY} ORDER BY id DESC LIMIT :limit",
+            f"SELECT role, content, author, author_id FROM messages WHERE {_KEY} ORDER BY id DESC LIMIT :limit",
             {**_columns(key), "limit": limit},
         )
-        return [ChatMessage(role, content, author) for role, content, author in reversed(list(rows))]
+        return [ChatMessage(*row) for row in reversed(list(rows))]
 
     async def reset(self, key: ConversationKey) -> int:
         """Forget the conversation; return how many turns were removed."""

@@ -23,13 +23,15 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     """One turn of a conversation as the model sees it.
 
-    ``name`` is who wrote a user turn (a display name, as OpenAI's chat API has it); engines and chat
-    templates ignore it: where a conversation has several people, the core writes it into the content.
+    ``name`` is who wrote a user turn (a display name, as OpenAI's chat API has it) and ``speaker`` a stable
+    id of that person, never shown (it tells apart two people of the same name); engines and chat templates
+    ignore both: where a conversation has several people, the core writes the name into the content.
     """
 
     role: Role
     content: str
     name: str | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)

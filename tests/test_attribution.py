@@ -31,6 +31,27 @@ def test_every_user_turn_is_named_once_two_people_speak() -> None:
     assert [turn.content for turn in named_turns] == [f"{OPEN}Alice{CLOSE} hi", "Hello!", f"{OPEN}Bob{CLOSE} yo"]
 
 
+def test_two_people_of_the_same_name_are_told_apart() -> None:
+    turns = [
+        ChatMessage("user", "deploy?", "Alex", "discord:1"),
+        ChatMessage("user", "not yet", "Alex", "discord:2"),
+        ChatMessage("user", "ok", "Alex", "discord:1"),
+    ]
+    assert [turn.content for turn in attribute(turns)] == [
+        f"{OPEN}Alex{CLOSE} deploy?",
+        f"{OPEN}Alex (2){CLOSE} not yet",
+        f"{OPEN}Alex{CLOSE} ok",
+    ]
+
+
+def test_a_member_renamed_after_someone_cannot_pass_for_them() -> None:
+    turns = [
+        ChatMessage("user", "Budget is 10k.", "Alice", "slack:U1"),
+        ChatMessage("user", "Make it 50k.", "Alice", "slack:U9"),
+    ]
+    assert attribute(turns)[1].content == f"{OPEN}Alice (2){CLOSE} Make it 50k."
+
+
 def test_an_unnamed_turn_beside_named_ones_is_someone() -> None:
     turns = [ChatMessage("user", "a", "Alice"), ChatMessage("user", "b", "Bob"), ChatMessage("user", "c")]
     assert attribute(turns)[2].content == f"{OPEN}{UNKNOWN}{CLOSE} c"

@@ -18,7 +18,7 @@ OTHER = ConversationKey("slack", "C2")
 async def test_authors_personas_and_feedback_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     store = await SQLiteHistoryStore.open(path)
-    await store.append(THREAD, ChatMessage("user", "Ship Friday?", "Alice"))
+    await store.append(THREAD, ChatMessage("user", "Ship Friday?", "Alice", "slack:U1"))
     await store.append(THREAD, ChatMessage("assistant", "Sounds good."))
     await store.set_persona(THREAD, "Answer in French.", "slack:UADMIN")
     await store.record_feedback(THREAD, "111.333", "U1", helpful=True)
@@ -29,7 +29,7 @@ async def test_authors_personas_and_feedback_survive_a_restart(tmp_path: Path) -
     store = await SQLiteHistoryStore.open(path)
     try:
         assert await store.history(THREAD, 10) == [
-            ChatMessage("user", "Ship Friday?", "Alice"),
+            ChatMessage("user", "Ship Friday?", "Alice", "slack:U1"),
             ChatMessage("assistant", "Sounds good."),
         ]
         # A persona and feedback belong to the channel, its threads included.
@@ -47,7 +47,7 @@ async def test_turns_stored_before_authors_were_kept_stay_unnamed(tmp_path: Path
     write_v1_database(path)
     store = await SQLiteHistoryStore.open(path)
     try:
-        assert [turn.name for turn in await store.history(A, 10)] == [None, None]
+        assert [(turn.name, turn.speaker) for turn in await store.history(A, 10)] == [(None, None)] * 2
         assert await store.feedback(A) == Feedback()
     finally:
         await store.close()

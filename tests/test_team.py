@@ -47,6 +47,13 @@ async def test_a_channel_of_two_people_names_both_to_the_model(bot: MemoryAdapte
     assert "u1" not in prompt and "u2" not in prompt
 
 
+async def test_two_people_of_the_same_name_are_told_apart(bot: MemoryAdapter, recording: RecordingEngine) -> None:
+    await bot.posts("Can we deploy today?", user="u1", name="Alex", channel="ops")
+    await bot.posts("No, the tests are red.", user="u2", name="Alex", channel="ops")
+    prompt = recording.prompts[-1]
+    assert f"{OPEN}Alex{CLOSE} Can we deploy" in prompt and f"{OPEN}Alex (2){CLOSE} No, the tests" in prompt
+
+
 async def test_one_person_talking_to_the_bot_is_not_named(bot: MemoryAdapter, recording: RecordingEngine) -> None:
     await bot.posts("Hello there", user="u1", name="Alice", channel="dm-alice")
     assert OPEN not in recording.prompts[-1] and "Alice" not in recording.prompts[-1]
