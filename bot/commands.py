@@ -30,6 +30,7 @@ NOTHING_TO_SUMMARIZE = (
 SUMMARY_ASK = "Summarize this thread: the main points, what was decided, and what is still open."
 FILE_ONLY_ASK = "Please read the attached file."
 PERSONA_LIMIT = 4000
+PERSONA_SHOWN_IN_STATS = 200
 PERSONA_SHOWN = "This channel's instructions (set by an admin):\n{prompt}"
 PERSONA_DEFAULT = "This channel uses the bot's default instructions:\n{prompt}"
 PERSONA_SET = "This channel's instructions are now:\n{prompt}"
@@ -62,13 +63,16 @@ def parse(message: Incoming) -> Command:
 
 def format_channel(persona: str | None, helpful: int, unhelpful: int) -> str:
     """The lines /stats adds about the channel: its instructions and how people rated the replies."""
-    instructions = f"own instructions: {_shortened(persona)}" if persona else "the default instructions"
+    instructions = (
+        f"own instructions: {shortened(persona, PERSONA_SHOWN_IN_STATS)}" if persona else "the default instructions"
+    )
     return f"This channel uses {instructions}.\nFeedback on replies here: {helpful} helpful, {unhelpful} not helpful."
 
 
-def _shortened(text: str, limit: int = 200) -> str:
+def shortened(text: str, limit: int) -> str:
+    """``text`` on one line of at most ``limit`` characters, an ellipsis marking a cut."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def format_stats(stats: ReplyStats | None, model_name: str) -> str:

@@ -29,6 +29,7 @@ from adapters.slack.translate import (
     PLATFORM,
     SlackMessage,
     channel_key,
+    clean_text,
     is_addressed,
     is_mention_copy,
     mentioned_users,
@@ -181,7 +182,7 @@ class Listeners:
         """The message for the core with its author's and mentioned people's display names, never their ids."""
         mentioned = mentioned_users(str(event.get("text") or ""), self._bot_user_id)
         names = await self._people.names({message.user, *mentioned})
-        text = (to_message(event, self._bot_user_id, names) or message).text
+        text = clean_text(str(event.get("text") or ""), self._bot_user_id, names)
         files = attachments(message.files, self._config.bot_token, api_url=self._config.api_url)
         who = Identity(PLATFORM, message.user, name=names[message.user])
         return Incoming(key, who, text, message_id=message.message_id, attachments=files)

@@ -26,6 +26,7 @@ from adapters.slack.mrkdwn import escape
 from adapters.slack.state import BoundedMap
 from adapters.slack.translate import PLATFORM, thread_of
 from bot.attribution import UNKNOWN
+from bot.commands import shortened
 from bot.core import Core
 from bot.surface import Pacing
 from bot.types import ConversationKey, Identity, Incoming
@@ -42,8 +43,7 @@ Translate = Callable[[dict[str, Any]], Awaitable[Incoming | None]]
 
 def title_of(text: str) -> str:
     """A thread's title from its first question: one line, at most ``TITLE_LIMIT`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= TITLE_LIMIT else flat[: TITLE_LIMIT - 1].rstrip() + "…"
+    return shortened(text, TITLE_LIMIT)
 
 
 class SlackAssistant:

@@ -7,7 +7,6 @@ real export service, so that what is stored and what reaches the prompt are chec
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ from model.manifest import current_export
 from model.openvino_engine import OpenVINOEngine
 from model.phi3 import PHI3_CONTROL_TOKENS
 from model.slot import EngineSlot
+from tests.behaviour.conftest import HarnessFactory
 from tests.behaviour.harness import ADMIN, ADMIN_IDS, Harness
-from tests.behaviour.test_behaviour import HARNESSES, HarnessFactory
 from tests.conftest import TEST_MAX_NEW_TOKENS, RecordingEngine
 
 HELP_LINE = HELP_TEXT.splitlines()[1]
@@ -48,13 +47,6 @@ class Bot:
     engine: RecordingEngine
     store: SQLiteHistoryStore
     settings: Settings
-
-
-@pytest.fixture(params=list(HARNESSES))
-def adapter(request: pytest.FixtureRequest) -> HarnessFactory:
-    module_name, factory = HARNESSES[request.param]
-    module = pytest.importorskip(module_name, reason=f"the {request.param} extra is not installed")
-    return getattr(importlib.import_module(module.__name__), factory)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

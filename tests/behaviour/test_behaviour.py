@@ -8,10 +8,8 @@ model, through the harness interface in ``harness.py``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +27,11 @@ from bot.surface import Kind
 from bot.types import ConversationKey, Identity, Incoming
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
+from tests.behaviour.conftest import HarnessFactory
 from tests.behaviour.harness import ADMIN, ADMIN_IDS, MEMBER, Harness, wait_until
 from tests.conftest import DEFAULT_SYSTEM_PROMPT, TEST_MAX_NEW_TOKENS, FailingEngine, RecordingEngine
 
-HarnessFactory = Callable[[Core], AbstractAsyncContextManager[Harness]]
 PIRATE = "You are a pirate. Answer every question like a pirate would."
-# adapter -> (module, factory); Discord's and Slack's need their extras.
-HARNESSES = {
-    "memory": ("tests.behaviour.local_harness", "memory_harness"),
-    "console": ("tests.behaviour.local_harness", "console_harness"),
-    "discord": ("tests.behaviour.discord_harness", "discord_harness"),
-    "slack": ("tests.behaviour.slack_harness", "slack_harness"),
-}
 
 
 @dataclass
@@ -59,13 +50,6 @@ def build_core(engine: Any, actions: RecordingActions, admission: Admission | No
     config = ConversationConfig(system_prompt=DEFAULT_SYSTEM_PROMPT, max_new_tokens=TEST_MAX_NEW_TOKENS)
     manager = ConversationManager(EngineSlot(engine), MemoryHistoryStore(), config)
     return Core(manager, AdminPolicy(ADMIN_IDS), actions, stop_grace_s=60.0, admission=admission)
-
-
-@pytest.fixture(params=list(HARNESSES))
-def adapter(request: pytest.FixtureRequest) -> HarnessFactory:
-    module_name, factory = HARNESSES[request.param]
-    module = pytest.importorskip(module_name, reason=f"the {request.param} extra is not installed")
-    return getattr(importlib.import_module(module.__name__), factory)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

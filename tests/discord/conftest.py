@@ -22,7 +22,7 @@ from model.slot import EngineSlot
 from tests.conftest import TEST_MAX_NEW_TOKENS, make_core
 from tests.discord.gateway import GatewaySession
 from tests.discord.payloads import TOKEN
-from tests.discord.standin import DiscordStandIn
+from tests.discord.standin import DiscordStandIn, Posted
 
 # Quick edits so even a short reply is edited while it streams; a short wait for guilds at start.
 FAST: dict[str, Any] = {"edit_interval_s": 0.1, "edits_per_second": 20.0, "guild_ready_timeout_s": 0.1}
@@ -113,3 +113,9 @@ async def answer_in(
     turns: list[ChatMessage] = await store.history(key, 100)
     assert turns and turns[-1].role == "assistant", turns
     return turns[-1].content
+
+
+async def answered(standin: DiscordStandIn, message_id: str, expected: list[str]) -> list[Posted]:
+    """The bot's messages answering ``message_id`` once their texts are ``expected``."""
+    await standin.wait_for(lambda: [message.content for message in standin.replies_to(message_id)] == expected)
+    return standin.replies_to(message_id)

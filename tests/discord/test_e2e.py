@@ -16,7 +16,7 @@ from bot.streaming import split_message
 from bot.types import ConversationKey
 from tests.conftest import TEST_MAX_NEW_TOKENS, make_core
 from tests.discord import payloads
-from tests.discord.conftest import StartBot, answer_in
+from tests.discord.conftest import StartBot, answer_in, answered
 from tests.discord.payloads import (
     ADMIN_ROLE_ID,
     ADMIN_USER_ID,
@@ -47,9 +47,7 @@ def _ask(content: str, **fields: object) -> payloads.Payload:
 
 async def _answered(standin: DiscordStandIn, message_id: str, answer: str, limit: int = 2000) -> list[Posted]:
     """The bot's messages answering ``message_id`` once they hold exactly ``answer`` split at ``limit``."""
-    expected = split_message(answer, limit)
-    await standin.wait_for(lambda: [m.content for m in standin.replies_to(message_id)] == expected)
-    return standin.replies_to(message_id)
+    return await answered(standin, message_id, split_message(answer, limit))
 
 
 async def test_mention_is_answered_with_a_streamed_reply(

@@ -27,7 +27,7 @@ from bot.store import MemoryHistoryStore
 from bot.streaming import split_message
 from bot.types import ConversationKey, Identity, Incoming
 from tests.discord import payloads
-from tests.discord.conftest import FAST, RunningBot, answer_in
+from tests.discord.conftest import FAST, RunningBot, answer_in, answered
 from tests.discord.payloads import CHANNEL_ID, TOKEN, USER_ID, mention
 from tests.discord.standin import API, DiscordStandIn, Posted
 
@@ -157,12 +157,6 @@ async def _idle(standin: DiscordStandIn, bot: RunningBot) -> None:
     await standin.wait_for(lambda: bot.core.in_flight == 0)
 
 
-async def _answered(standin: DiscordStandIn, message_id: str, expected: list[str]) -> list[Posted]:
-    """The bot's messages answering ``message_id`` once their texts are ``expected``."""
-    await standin.wait_for(lambda: [message.content for message in standin.replies_to(message_id)] == expected)
-    return standin.replies_to(message_id)
-
-
 async def test_a_message_left_by_a_dead_run_is_answered_once_after_the_restart(
     standin: DiscordStandIn,
     start: StartRun,
@@ -174,7 +168,7 @@ async def test_a_message_left_by_a_dead_run_is_answered_once_after_the_restart(
     bot = await start()
 
     answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
-    notice, *reply = await _answered(standin, question_id, [f"-# {RESTARTED_NOTE}", *split_message(answer, 2000)])
+    notice, *reply = await answered(standin, question_id, [f"-# {RESTARTED_NOTE}", *split_message(answer, 2000)])
     await _idle(standin, bot)
 
     # The notice comes first and is what replies to the original message; nothing else was posted.
@@ -229,7 +223,7 @@ async def test_a_message_in_a_vanished_channel_is_dropped_and_the_bot_keeps_serv
     question = _mention(QUESTION)
     await standin.dispatch("MESSAGE_CREATE", question)
     answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
-    await _answered(standin, question["id"], split_message(answer, 2000))
+    await answered(standin, question["id"], split_message(answer, 2000))
     await _idle(standin, bot)
 
     assert {message.channel_id for message in standin.posted} == {str(CHANNEL_ID)}
@@ -249,8 +243,8 @@ async def test_a_redelivered_message_is_answered_once_also_after_a_restart(
     await standin.dispatch("MESSAGE_CREATE", bare)
 
     answer = await answer_in(standin, chat_manager, history, CHANNEL_KEY)
-    await _answered(standin, question["id"], split_message(answer, 2000))
-    await _answered(standin, bare["id"], [HELP_TEXT])
+    await answered(standin, question["id"], split_message(answer, 2000))
+    await answered(standin, bare["id"], [HELP_TEXT])
     await _idle(standin, bot)
     assert len(_referencing(standin, question["id"])) == 1
 
@@ -259,7 +253,7 @@ async def test_a_redelivered_message_is_answered_once_also_after_a_restart(
     await standin.dispatch("MESSAGE_CREATE", question)
     bare = _mention("")
     await standin.dispatch("MESSAGE_CREATE", bare)
-    await _answered(standin, bare["id"], [HELP_TEXT])
+    await answered(standin, bare["id"], [HELP_TEXT])
     await _idle(standin, bot)
 
     assert len(_referencing(standin, question["id"])) == 1
