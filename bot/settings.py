@@ -89,6 +89,24 @@ class Settings(BaseSettings):
     kv_cache_tokens: int = Field(
         default=8192, ge=256, le=4_194_304, description="Tokens the batching engine's KV cache holds."
     )
+    engine_url: IdList = Field(
+        default_factory=list,
+        description="OpenAI-compatible API bases of model servers (OVMS: http://host:8000/v3, llama.cpp: "
+        "http://host:8080/v1), comma-separated; empty: the model runs in the bot's process.",
+    )
+    engine_model: str | None = Field(
+        default=None, description="The model name the servers serve; empty: the first one a server lists."
+    )
+    engine_api_key: SecretStr | None = Field(default=None, description="Bearer key the servers ask for, if any.")
+    engine_capacity: int = Field(
+        default=4, ge=1, le=1024, description="Replies each model server generates at once; the rest wait in line."
+    )
+    engine_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for a server's response or its next token."
+    )
+    engine_retry_s: float = Field(
+        default=30.0, gt=0, description="A server that failed is left out for this long, then tried again."
+    )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_new_tokens: int = Field(default=512, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -130,6 +148,11 @@ class Settings(BaseSettings):
     catchup_max_messages: int = Field(
         default=200, ge=1, le=1000, description="Most messages of a thread read for a catch-up (newest kept)."
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host/db for history, the message record and de-duplication "
+        "shared by several bot processes; empty: SQLite in the data directory.",
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the /metrics and /healthz endpoint; empty: off."
     )
@@ -145,6 +168,8 @@ class Settings(BaseSettings):
     discord_channels: IdList = _platform("DISCORD_CHANNELS", default=[])
     discord_api_base: str = _platform("DISCORD_API_BASE", default="https://discord.com/api/v10")
     discord_gateway_url: str | None = _platform("DISCORD_GATEWAY_URL")
+    discord_shard_count: int | None = _platform("DISCORD_SHARD_COUNT")
+    discord_shard_ids: IdList = _platform("DISCORD_SHARD_IDS", default=[])
 
     slack_bot_token: SecretStr | None = _platform("SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = _platform("SLACK_APP_TOKEN")
@@ -184,6 +209,10 @@ class Settings(BaseSettings):
         "history_max_age_days",
         "metrics_port",
         "hf_token",
+        "engine_model",
+        "engine_api_key",
+        "database_url",
+        "discord_shard_count",
         mode="before",
     )
     @classmethod
@@ -218,6 +247,8 @@ class Settings(BaseSettings):
             self.slack_app_token,
             self.slack_signing_secret,
             self.hf_token,
+            self.engine_api_key,
+            self.database_url,
         )
         return [secret for secret in candidates if secret is not None]
 
