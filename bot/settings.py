@@ -239,6 +239,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids, count = self.discord_shard_ids, self.discord_shard_count
+        if count is None:
+            if ids:
+                raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT, the number of shards of all processes")
+            return self
+        if count < 1:
+            raise ValueError("DISCORD_SHARD_COUNT must be at least 1")
+        if not all(item.isdigit() and int(item) < count for item in ids):
+            raise ValueError(
+                f"DISCORD_SHARD_IDS must be between 0 and {count - 1} (DISCORD_SHARD_COUNT - 1), separated by commas"
+            )
+        if len({int(item) for item in ids}) != len(ids):
+            raise ValueError("DISCORD_SHARD_IDS names a shard twice")
+        return self
+
     def secrets(self) -> list[SecretStr]:
         """Every secret value that is set, for redaction from logs."""
         candidates = (

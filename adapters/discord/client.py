@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import aiohttp
 import discord
@@ -52,6 +54,8 @@ class DiscordConfig:
     edits_per_second: float = 4.0
     guild_ready_timeout_s: float = 2.0
     catchup_max_messages: int = 200
+    shard_count: int | None = None  # None: one gateway connection, no sharding
+    shard_ids: tuple[int, ...] = ()  # the shards of shard_count this process runs; empty: all of them
 
     def __post_init__(self) -> None:
         if not MIN_MESSAGE_LIMIT <= self.message_limit <= MESSAGE_LIMIT:
@@ -60,6 +64,28 @@ class DiscordConfig:
             raise ValueError(f"catchup_max_messages must be between 1 and {MAX_CATCHUP_MESSAGES}")
         if self.edit_interval_s < 0 or self.edits_per_second <= 0 or self.guild_ready_timeout_s < 0:
             raise ValueError("edit_interval_s and guild_ready_timeout_s must be >= 0 and edits_per_second > 0")
+        check_shards(self.shard_count, self.shard_ids)
+
+    @property
+    def shards(self) -> tuple[int, ...]:
+        """The shard ids this process runs: ``shard_ids``, all of ``shard_count`` without them, none unsharded."""
+        if self.shard_count is None:
+            return ()
+        return self.shard_ids or tuple(range(self.shard_count))
+
+
+def check_shards(count: int | None, ids: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` naming the variable to fix unless ``ids`` are distinct shards of ``count``."""
+    if count is None:
+        if ids:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT, the number of shards of all processes")
+        return
+    if count < 1:
+        raise ValueError("DISCORD_SHARD_COUNT must be at least 1")
+    if any(not 0 <= shard < count for shard in ids):
+        raise ValueError(f"DISCORD_SHARD_IDS must be between 0 and {count - 1} (DISCORD_SHARD_COUNT - 1)")
+    if len(set(ids)) != len(ids):
+        raise ValueError("DISCORD_SHARD_IDS names a shard twice")
 
 
 class DiscordStartError(PlatformStartupError):
@@ -91,6 +117,8 @@ class DiscordAdapter:
         self._pacing = Pacing(EditBudget(config.edit_interval_s, config.edits_per_second), config.message_limit)
         # discord.py runs each event in its own task: this keeps a conversation's messages in arrival order.
         self._order = HandOver()
+        self._shards_seen: set[int] = set()  # shards that got READY since the start
+        self._shards_up: set[int] = set()  # shards ready or resumed, not dropped since
 
     async def serve(self, core: Core, stop: asyncio.Event) -> None:
         """Answer on Discord until ``stop`` is set, then drain the core and disconnect.
@@ -143,6 +171,32 @@ class DiscordAdapter:
         """The gateway dropped (discord.py reconnects): not ready until ready or resumed again."""
         self._core.health.connected(PLATFORM, False)
 
+    async def on_shard_connect(self, shard_id: int) -> None:
+        """A shard's session is up (READY); it counts once its servers have arrived (``on_shard_ready``)."""
+        self._shards_seen.add(shard_id)
+        log.info("Discord shard %d of %s connected", shard_id, self.config.shard_count)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """A shard has its servers: the bot counts as connected once every shard of this process has."""
+        self._shard_up(shard_id, "ready")
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        """A shard's dropped session resumed."""
+        self._shard_up(shard_id, "resumed")
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        """A shard dropped (discord.py reconnects it): not ready until it is ready or resumed again."""
+        self._shards_up.discard(shard_id)
+        log.warning("Discord shard %d of %s disconnected", shard_id, self.config.shard_count)
+        self._core.health.connected(PLATFORM, False)
+
+    def _shard_up(self, shard_id: int, how: str) -> None:
+        self._shards_up.add(shard_id)
+        mine = set(self.config.shards)
+        count, up = self.config.shard_count, len(self._shards_up & mine)
+        log.info("Discord shard %d of %s %s (%d of this process's %d up)", shard_id, count, how, up, len(mine))
+        self._core.health.connected(PLATFORM, mine <= self._shards_up)
+
     async def _surface_for(self, client: discord.Client, left: Unfinished) -> ChannelSurface | None:
         """Where to answer a message an earlier run accepted: its channel, as a reply to it."""
         channel_id, _, message_id = (left.reply_to or "").partition(" ")
@@ -185,6 +239,9 @@ class DiscordAdapter:
             await client.close()
             raise
         log.info("Invite the bot to a server with %s", invite_url(client.application_id or client.user.id))
+        if self.config.shard_count is not None:
+            shards = ", ".join(map(str, self.config.shards))
+            log.info("Running Discord shards %s of %d in this process", shards, self.config.shard_count)
         return client
 
     async def _run(self, client: discord.Client, core: Core, stop: asyncio.Event) -> None:
@@ -198,12 +255,31 @@ class DiscordAdapter:
         if not connection.cancelled():
             _raise_fatal(connection)
 
+    def _new_client(self, intents: discord.Intents) -> discord.Client:
+        """One gateway connection unsharded (as before sharding); this process's shards of ``shard_count`` otherwise."""
+        timeout = self.config.guild_ready_timeout_s
+        if self.config.shard_count is None:
+            return discord.Client(intents=intents, allowed_mentions=NO_MENTIONS, guild_ready_timeout=timeout)
+        # One client for all of this process's shards: they share one core, one REST client and its rate limits.
+        return discord.AutoShardedClient(
+            intents=intents,
+            allowed_mentions=NO_MENTIONS,
+            guild_ready_timeout=timeout,
+            shard_count=self.config.shard_count,
+            shard_ids=list(self.config.shards),
+        )
+
+    def _listeners(self) -> tuple[Callable[..., Coroutine[Any, Any, None]], ...]:
+        if self.config.shard_count is None:
+            return (self.on_ready, self.on_resumed, self.on_disconnect)
+        # A sharded client fires ready, resumed and disconnect for any one shard: readiness is counted per shard.
+        return (self.on_shard_connect, self.on_shard_ready, self.on_shard_resumed, self.on_shard_disconnect)
+
     async def _logged_in(self, *, message_content: bool) -> discord.Client:
-        intents, timeout = gateway_intents(message_content), self.config.guild_ready_timeout_s
-        client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS, guild_ready_timeout=timeout)
+        client = self._new_client(gateway_intents(message_content))
         attach_rest(client.http, self._endpoints)
         client.event(self.on_message)
-        for listener in (self.on_ready, self.on_resumed, self.on_disconnect):
+        for listener in self._listeners():
             client.event(listener)
         try:
             await client.login(self.config.token)
@@ -237,7 +313,8 @@ class DiscordAdapter:
         try:
             await core.drain()  # the gateway stays open meanwhile, so answers can still be posted
             # Let discord.py finish its post-READY start-up, which would otherwise dispatch into a closed client.
-            if client.ws is not None and client.ws.session_id is not None and not client.is_ready():
+            started = self._shards_seen or (client.ws is not None and client.ws.session_id is not None)
+            if started and not client.is_ready():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(client.wait_until_ready(), self.config.guild_ready_timeout_s + 1.0)
         finally:  # also when a forced stop cancels the drain: the connection must not outlive serve

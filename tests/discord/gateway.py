@@ -64,6 +64,22 @@ class GatewaySession:
                 await self.ws.send_bytes(self._compress(data))
 
     @property
+    def shard(self) -> tuple[int, int]:
+        """``(shard_id, shard_count)`` from IDENTIFY; ``(0, 1)`` for a bot that does not shard."""
+        shard_id, count = (self.identify or {}).get("shard") or (0, 1)
+        return int(shard_id), int(count)
+
+    def serves_guild(self, guild_id: int | str) -> bool:
+        """Whether this session's shard receives ``guild_id``'s events: Discord's ``(guild_id >> 22) % count``."""
+        shard_id, count = self.shard
+        return (int(guild_id) >> 22) % count == shard_id
+
+    def receives(self, data: Payload) -> bool:
+        """Whether a dispatch with ``data`` goes to this session: its guild's shard, or shard 0 for DMs."""
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
+        return self.serves_guild(guild_id) if guild_id is not None else self.shard[0] == 0
+
+    @property
     def content_intent(self) -> bool:
         return bool(self.identify and self.identify.get("intents", 0) & MESSAGE_CONTENT_INTENT)
 

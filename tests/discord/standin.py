@@ -10,6 +10,8 @@ wait on what the bot did instead of sleeping.  A test can make the next calls of
 route fail (``fail``): 429 with ``retry_after``, a 5xx, or a connection dropped before
 or after the stand-in carried the call out.  Like Discord, it creates a message once
 per ``nonce`` when the body asks for ``enforce_nonce`` (discord.py always does).
+A sharded bot's sessions each get their shard's servers (``(guild_id >> 22) % count``) and
+dispatches; DMs go to shard 0, as on Discord.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class DiscordStandIn:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.extra_channels = tuple(extra_channels)
         self.gateway_denies_content = False  # the gateway refuses the intent whatever the flags say
+        self.more_guilds: list[Payload] = []  # GUILD_CREATE payloads of further servers, each sent to its shard
+        self.held_shards: dict[int, asyncio.Event] = {}  # shard id -> set to let its READY go out
         self.expired_tokens: set[str] = set()  # interaction tokens past Discord's 15 minutes
         self.token = token
         self.requests: list[Recorded] = []
@@ -151,16 +155,19 @@ class DiscordStandIn:
             raise AssertionError(f"timed out waiting; last requests:\n{seen}") from None
         return result
 
-    async def connected(self, seconds: float = 60.0) -> GatewaySession:
-        """The bot's gateway session, once it has identified."""
+    async def connected(self, seconds: float = 60.0, *, shard: tuple[int, int] | None = None) -> GatewaySession:
+        """The bot's gateway session, once it has identified (with ``shard``: that shard's session)."""
+        if shard is not None:
+            return await self.wait_for(lambda: next((s for s in self.sessions if s.shard == shard), None), seconds)
         return await self.wait_for(lambda: self.sessions[-1] if self.sessions else None, seconds)
 
     async def dispatch(self, event: str, data: Payload) -> None:
-        """Send a gateway dispatch to every connected bot."""
+        """Send a gateway dispatch to every connected bot whose shard receives it (see ``GatewaySession.receives``)."""
         if event == "INTERACTION_CREATE":
             self.interactions[data["token"]] = data
         for session in self.sessions:
-            await session.dispatch(event, data)
+            if session.receives(data):
+                await session.dispatch(event, data)
 
     def fail(
         self, route: str, fault: Fault, times: int | None = 1, *, status: int = 500, retry_after: float = 0.2
@@ -421,9 +428,18 @@ class DiscordStandIn:
         if wants_content and (self.gateway_denies_content or not self.app_flags & MESSAGE_CONTENT_FLAG):
             await session.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        if (gate := self.held_shards.get(session.shard[0])) is not None:
+            await gate.wait()
         session_id = f"session-{payloads.new_id()}"
-        await session.dispatch("READY", payloads.ready(session_id, self.gateway_url(session.path), self.app_flags))
-        await session.dispatch("GUILD_CREATE", payloads.guild_create(self.extra_channels))
+        guilds = [payloads.guild_create(self.extra_channels), *self.more_guilds]
+        guilds = [guild for guild in guilds if session.serves_guild(guild["id"])]  # like Discord, per shard
+        ready = payloads.ready(session_id, self.gateway_url(session.path), self.app_flags)
+        ready["guilds"] = [{"id": guild["id"], "unavailable": True} for guild in guilds]
+        if "shard" in data:
+            ready["shard"] = list(session.shard)
+        await session.dispatch("READY", ready)
+        for guild in guilds:
+            await session.dispatch("GUILD_CREATE", guild)
         self.sessions.append(session)
         await self._notify()
 
