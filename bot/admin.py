@@ -13,6 +13,11 @@ audit = logging.getLogger("bot.audit")
 ProgressCallback = Callable[[str], Awaitable[None]]
 
 EXPORT_UNAVAILABLE = "Model export is not available in this bot."
+# With model servers (BOT_ENGINE_URL) a new model is exported where they read it and served by restarting them.
+EXPORT_ON_SERVERS = (
+    "This bot's model is served by model servers (BOT_ENGINE_URL): export a new one with "
+    "`bot export --for-ovms` where the servers read it, then restart them and the bot."
+)
 
 
 class AdminActions(Protocol):
@@ -26,11 +31,14 @@ class AdminActions(Protocol):
 
 
 class NoAdminActions:
-    """For bots without model export: every admin action says it is not available."""
+    """For bots without model export: every admin action says it is not available (and why, as ``reason``)."""
+
+    def __init__(self, reason: str = EXPORT_UNAVAILABLE) -> None:
+        self._reason = reason
 
     async def export(self, requested_by: str, argument: str, progress: ProgressCallback) -> str:
         audit.info("export requested by %s (%r): not available", requested_by, argument)
-        return EXPORT_UNAVAILABLE
+        return self._reason
 
 
 class AdminPolicy:

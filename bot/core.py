@@ -206,6 +206,7 @@ class Core:
             speaker=str(message.author),
             attachments=message.attachments,
             context=message.context,
+            row=row,
         )
         note = RESTARTED_NOTE if resumed else None
         account = ReplyAccount(self.metrics, message, reply, row)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,11 @@ OLDER_LEFT_OUT = (
 DISCUSSION_TOO_LONG = "the discussion's newest message alone is too long for the model's context"
 # The last turn of a catch-up prompt, after the discussion's messages.
 ABOUT_THE_ABOVE = "The messages above are the discussion I am asking about. {question}"
+
+
+# Waits until every earlier message of a conversation that another bot process took is answered
+# (the PostgreSQL inbox's ``turn``): one conversation's answers stay in order across processes.
+SharedTurn = Callable[[ConversationKey, int | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Reply:
         self.speaker: str | None = None  # who the asker is (platform and id), never shown
         self.attachments: tuple[Attachment, ...] = ()  # files read into the asker's turn before it is stored
         self.context: tuple[Said, ...] = ()  # a discussion asked about: the prompt is it, not the history
+        self.row: int | None = None  # the message's inbox row, which orders it across bot processes
         # Answering again after a restart: the user's turn may be stored already.
         self.resumed = False
         # Cut short (failed, stopped, past its deadline): stored as interrupted, not as a complete answer.
@@ -185,10 +191,18 @@ class PendingReset:
 class ConversationManager:
     """Keeps every conversation's history and turns new messages into streamed replies."""
 
-    def __init__(self, engines: EngineSlot, store: HistoryStore, config: ConversationConfig) -> None:
+    def __init__(
+        self,
+        engines: EngineSlot,
+        store: HistoryStore,
+        config: ConversationConfig,
+        *,
+        shared_turn: SharedTurn | None = None,
+    ) -> None:
         self._engines = engines
         self._store = store
         self._config = config
+        self._shared_turn = shared_turn
         self._order = ArrivalOrder()
         self._last_stats: OrderedDict[ConversationKey, ReplyStats] = OrderedDict()
 
@@ -214,6 +228,7 @@ class ConversationManager:
         speaker: str | None = None,
         attachments: tuple[Attachment, ...] = (),
         context: tuple[Said, ...] = (),
+        row: int | None = None,
     ) -> Reply:
         """Queue ``text`` in conversation ``key`` (its place is taken now); use the result with ``async with``.
 
@@ -278,6 +293,8 @@ class ConversationManager:
         try:
             await self._read_files(reply)  # before its turn: downloads overlap the replies ahead of it
             await reply.place.wait()
+            if self._shared_turn is not None:
+                await self._shared_turn(reply.key, reply.row)
             async with reply._generating(), self._engines.lease() as engine:
                 await self._store_user_turn(reply)
                 stream = await self._start(engine, reply)
@@ -327,7 +344,7 @@ class ConversationManager:
         fitted = await self._fit(engine, merge_consecutive_turns(history), system)
         if fitted.cut_message:
             reply.notices.append(CUT_NOTICE)
-        return engine.stream(fitted.prompt, self._params())
+        return engine.stream(fitted.prompt, self._params(reply.key))
 
     async def _start_catch_up(self, engine: Engine, reply: Reply, system: str) -> TokenStream:
         # One turn per message, so the trimmer drops the oldest first; they are joined into one turn to render.
@@ -342,7 +359,7 @@ class ConversationManager:
             reply.notices.append(OLDER_LEFT_OUT.format(kept=kept, total=len(messages)))
         if fitted.cut_message:
             reply.notices.append(CUT_NOTICE)
-        return engine.stream(fitted.prompt, self._params())
+        return engine.stream(fitted.prompt, self._params(reply.key))
 
     async def _record(self, reply: Reply, stats: ReplyStats | None) -> None:
         # A stopped reply keeps the text it showed, so the history matches what users saw.
@@ -378,9 +395,11 @@ class ConversationManager:
             log.debug("Dropped %d old turns to fit the context", fitted.dropped_turns)
         return fitted
 
-    def _params(self) -> GenerationParams:
+    def _params(self, key: ConversationKey) -> GenerationParams:
         config = self._config
-        return GenerationParams(config.max_new_tokens, config.temperature, config.top_p, config.repetition_penalty)
+        return GenerationParams(
+            config.max_new_tokens, config.temperature, config.top_p, config.repetition_penalty, affinity=str(key)
+        )
 
 
 def merge_consecutive_turns(history: Sequence[ChatMessage]) -> list[ChatMessage]:

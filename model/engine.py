@@ -60,12 +60,18 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Per-request decoding settings."""
+    """Per-request decoding settings.
+
+    ``affinity`` names what the request belongs to (a conversation): an engine spread over several model
+    servers sends requests of the same affinity to the same server, where their common prefix is cached.
+    Engines on one machine ignore it.
+    """
 
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    affinity: str | None = None
 
 
 @dataclass(frozen=True)
