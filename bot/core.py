@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
@@ -35,7 +34,7 @@ from bot.commands import (
     question_of,
 )
 from bot.health import Health
-from bot.inbox import Inbox, Unfinished
+from bot.inbox import Inbox, InboxError, SQLiteInbox, Unfinished
 from bot.lineup import Lineup
 from bot.manager import ConversationManager, Reply
 from bot.metrics import Metrics, Outcome
@@ -84,7 +83,7 @@ class Core:
         restart_window_s: float = DEFAULT_RESTART_WINDOW_S,
     ) -> None:
         self.manager = manager
-        self._inbox = inbox or Inbox.open(":memory:")
+        self._inbox = inbox or SQLiteInbox.open(":memory:")
         self._restart_window_s = restart_window_s
         self.metrics = metrics or Metrics()
         self.health = health or Health()
@@ -137,7 +136,7 @@ class Core:
         if message.message_id is not None or reply_to is not None:
             try:
                 row = self._record(message, command, reply_to)
-            except sqlite3.Error as error:  # answered all the same, only not after a restart
+            except InboxError as error:  # answered all the same, only not after a restart
                 log.error("Could not record a message from %s in the inbox: %s", message.author, error)
             else:
                 if row is None:
@@ -361,7 +360,7 @@ class Core:
             return
         try:
             self._inbox.done(row)
-        except sqlite3.Error as error:  # it may be answered once more after a restart; nothing is lost
+        except InboxError as error:  # it may be answered once more after a restart; nothing is lost
             log.error("Could not mark message %d answered in the inbox: %s", row, error)
 
     async def _answer(self, reply: Reply, surface: Surface, note: str | None, account: ReplyAccount) -> None:

@@ -10,18 +10,27 @@ message once, however often the platform delivers it, across restarts too.
 SQLite through the standard library, synchronously: one insert in WAL mode takes well
 under a millisecond, and doing it inside ``submit`` keeps ``submit`` free of awaits
 (its ordering guarantee depends on that).
+
+``Inbox`` is what the core needs of any implementation: ``SQLiteInbox`` here (one
+process), ``bot.pg_inbox.PostgresInbox`` for several processes sharing one PostgreSQL.
+Every implementation raises ``InboxError`` when its database fails, so the core catches
+one error whatever the backend.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from bot.types import ConversationKey, Identity, Incoming
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -70,8 +79,34 @@ class Unfinished:
     received_at: float
 
 
-class Inbox:
-    """Accepted messages, recorded synchronously in SQLite (WAL)."""
+class InboxError(RuntimeError):
+    """The inbox's database failed; the message says how (never a password)."""
+
+
+class Inbox(Protocol):
+    """Where accepted messages are recorded; ``accept`` and ``done`` are synchronous so ``Core.submit`` never awaits."""
+
+    def accept(self, message: Incoming, *, reply_to: str | None = None, answer: bool = True) -> int | None:
+        """Record ``message``; return its row id, or ``None`` if the same platform message was recorded before."""
+
+    def done(self, row: int) -> None:
+        """The message is answered, or its author told why not."""
+
+    def unfinished(self, platform: str) -> list[Unfinished]:
+        """The platform's messages accepted earlier (by a run no longer alive) and never finished, oldest first."""
+
+    def forget_done(self) -> int:
+        """Delete old finished (and very old unfinished) rows; return how many."""
+
+    async def turn(self, key: ConversationKey, row: int | None) -> None:
+        """Return once every earlier message of ``key`` recorded by another live bot process is done."""
+
+    async def aclose(self) -> None:
+        """Stop any background work and release the database."""
+
+
+class SQLiteInbox:
+    """Accepted messages, recorded synchronously in SQLite (WAL): one bot process per database."""
 
     def __init__(self, connection: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
         self._db = connection
@@ -79,8 +114,18 @@ class Inbox:
         self._accepted = 0
 
     @classmethod
-    def open(cls, path: Path | str, clock: Callable[[], float] = time.time) -> Inbox:
-        """Open (creating if needed) the inbox in the database at ``path`` (``":memory:"`` for a throwaway one)."""
+    def open(cls, path: Path | str, clock: Callable[[], float] = time.time) -> SQLiteInbox:
+        """Open (creating if needed) the inbox in the database at ``path`` (``":memory:"`` for a throwaway one).
+
+        ``InboxError`` says why it cannot be opened.
+        """
+        try:
+            return cls._open(path, clock)
+        except (OSError, sqlite3.Error) as error:
+            raise InboxError(f"Cannot open the inbox in {path}: {error}") from None
+
+    @classmethod
+    def _open(cls, path: Path | str, clock: Callable[[], float]) -> SQLiteInbox:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # The loop thread writes; other threads never touch it, so sharing the check is not needed.
@@ -114,7 +159,7 @@ class Inbox:
                 "INSERT INTO inbox (platform, channel, thread, message_id, reply_to, author, author_name, roles, text,"
                 " command, state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    *_key_columns(message.key),
+                    *key_columns(message.key),
                     message.message_id,
                     reply_to,
                     message.author.user_id,
@@ -129,42 +174,65 @@ class Inbox:
             )
         except sqlite3.IntegrityError:
             return None  # the unique index: this platform message is already recorded
+        except sqlite3.Error as error:
+            raise InboxError(f"Cannot record a message in the inbox: {error}") from None
         return cursor.lastrowid
 
     def done(self, row: int) -> None:
         """The message is answered, or its author told why not; its text is forgotten (it served only to answer)."""
-        self._db.execute(
-            "UPDATE inbox SET state = ?, text = '', updated_at = ? WHERE id = ?", (State.DONE.value, self._clock(), row)
-        )
+        try:
+            self._db.execute(
+                "UPDATE inbox SET state = ?, text = '', updated_at = ? WHERE id = ?",
+                (State.DONE.value, self._clock(), row),
+            )
+        except sqlite3.Error as error:
+            raise InboxError(f"Cannot mark message {row} answered in the inbox: {error}") from None
 
     def unfinished(self, platform: str) -> list[Unfinished]:
         """The platform's messages an earlier run accepted but never finished, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, channel, thread, message_id, reply_to, author, author_name, roles, text, command, received_at"
-            " FROM inbox WHERE platform = ? AND state != 'done' ORDER BY id",
-            (platform,),
-        ).fetchall()
-        return [_unfinished(platform, *row) for row in rows]
+        try:
+            rows = self._db.execute(
+                "SELECT id, channel, thread, message_id, reply_to, author, author_name, roles, text, command,"
+                " received_at FROM inbox WHERE platform = ? AND state != 'done' ORDER BY id",
+                (platform,),
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise InboxError(f"Cannot read the unfinished messages from the inbox: {error}") from None
+        return [unfinished_row(platform, *row) for row in rows]
 
     def forget_done(self) -> int:
         """Delete finished rows older than a day and unfinished ones older than a week; return how many."""
         now = self._clock()
-        cursor = self._db.execute(
-            "DELETE FROM inbox WHERE (state = 'done' AND updated_at < ?) OR (state != 'done' AND updated_at < ?)",
-            (now - DONE_KEPT_S, now - UNFINISHED_KEPT_S),
-        )
+        try:
+            cursor = self._db.execute(
+                "DELETE FROM inbox WHERE (state = 'done' AND updated_at < ?) OR (state != 'done' AND updated_at < ?)",
+                (now - DONE_KEPT_S, now - UNFINISHED_KEPT_S),
+            )
+        except sqlite3.Error as error:
+            raise InboxError(f"Cannot forget old messages in the inbox: {error}") from None
         return cursor.rowcount
+
+    async def turn(self, key: ConversationKey, row: int | None) -> None:
+        """At once: one process owns a SQLite inbox, and it orders its own conversations."""
 
     def close(self) -> None:
         """Release the database."""
         self._db.close()
 
+    async def aclose(self) -> None:
+        """Release the database (the same as ``close``, for callers that treat every inbox alike)."""
+        self.close()
 
-def _key_columns(key: ConversationKey) -> tuple[str, str, str]:
+
+# Transitional: bot/core.py and entry/compose.py still call ``Inbox.open``; remove once they call SQLiteInbox.open.
+
+
+def key_columns(key: ConversationKey) -> tuple[str, str, str]:
+    """The (platform, channel, thread) columns of a conversation; no thread is stored as ''."""
     return key.platform, key.channel, key.thread or ""
 
 
-def _unfinished(
+def unfinished_row(
     platform: str,
     row: int,
     channel: str,
@@ -178,7 +246,23 @@ def _unfinished(
     command: str | None,
     received_at: float,
 ) -> Unfinished:
+    """An inbox row (its columns in the order the inboxes select them) as an ``Unfinished`` message."""
     identity = Identity(platform, author, frozenset(role for role in roles.split(",") if role), author_name)
     key = ConversationKey(platform, channel, thread or None)
     message = Incoming(key, identity, text, command=command, message_id=message_id)
     return Unfinished(row, message, reply_to, received_at)
+
+
+def shared_turn(inbox: Inbox) -> Callable[[ConversationKey, int | None], Awaitable[None]]:
+    """``inbox.turn`` for the conversation manager: a database that fails there is logged, and the reply goes on.
+
+    Answering out of order beats not answering: the message is recorded and its history is read either way.
+    """
+
+    async def turn(key: ConversationKey, row: int | None) -> None:
+        try:
+            await inbox.turn(key, row)
+        except InboxError as error:
+            log.error("Could not wait for earlier messages of %s in other bot processes: %s", key, error)
+
+    return turn

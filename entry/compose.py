@@ -7,18 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
-from bot.admin import AdminPolicy
+from bot.admin import EXPORT_ON_SERVERS, AdminActions, AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
 from bot.core import Core
 from bot.export_service import ExportService
-from bot.inbox import Inbox
+from bot.inbox import Inbox, SQLiteInbox, shared_turn
 from bot.manager import ConversationConfig, ConversationManager
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.store import HistoryStore, MemoryHistoryStore, Retention, SQLiteHistoryStore
+from bot.storage import open_history_store, open_inbox
+from bot.store import HistoryStore, MemoryHistoryStore, Retention
 from model.export import ExportTarget
 from model.export_cleanup import clean_exports
-from model.loader import load_engine, load_process_engine, resolve_model_path
+from model.loader import load_engine, load_process_engine, load_remote_engine, resolve_model_path
 from model.slot import EngineSlot
 from model.switcher import EngineLoader, ModelSwitcher, follow_current_export
 
@@ -41,13 +42,20 @@ def conversation_config(settings: Settings) -> ConversationConfig:
 def admission_limits(settings: Settings) -> AdmissionLimits:
     """What the bot takes on at once, from one user, in one message and in one reply's time."""
     return AdmissionLimits(
-        # LLMPipeline writes one reply at a time: any other would only look as if it were being written.
-        max_generating=settings.max_generating if settings.engine == "batching" else 1,
+        max_generating=generating_at_once(settings),
         max_waiting=settings.max_waiting,
         user_rate=settings.user_rate,
         max_message_chars=settings.max_message_chars,
         reply_deadline_s=settings.reply_deadline_s,
     )
+
+
+def generating_at_once(settings: Settings) -> int:
+    """How many replies the configured engine writes at once."""
+    if settings.engine_url:  # each model server takes its own capacity
+        return settings.engine_capacity * len(settings.engine_url)
+    # LLMPipeline writes one reply at a time: any other would only look as if it were being written.
+    return settings.max_generating if settings.engine == "batching" else 1
 
 
 def admin_policy(settings: Settings) -> AdminPolicy:
@@ -59,6 +67,19 @@ def admin_policy(settings: Settings) -> AdminPolicy:
 def engine_loader(settings: Settings) -> EngineLoader:
     """How the configured kind of engine is loaded from a model path (at start and for every switch)."""
     properties, device, context = settings.runtime_properties(), settings.device, settings.context_size
+    if settings.engine_url:
+        # The model runs on the servers; the model at the path gives its tokenizer and chat template.
+        key = settings.engine_api_key
+        return partial(
+            load_remote_engine,
+            settings.engine_url,
+            model=settings.engine_model,
+            api_key=key.get_secret_value() if key else None,
+            capacity=settings.engine_capacity,
+            timeout_s=settings.engine_timeout_s,
+            retry_s=settings.engine_retry_s,
+            context_size=context,
+        )
     if settings.engine == "batching":
         # In a process of its own: a batching step holds the GIL, which would stall the bot's event loop.
         return partial(
@@ -105,30 +126,14 @@ async def open_core(
     async with AsyncExitStack() as stack:
         slot = await load_engine_slot(settings, progress=progress)
         stack.push_async_callback(slot.aclose)
-        retention = Retention(settings.history_max_turns, settings.history_max_age_days)
-        store: HistoryStore = (
-            await SQLiteHistoryStore.open(settings.history_db, retention=retention)
-            if persistent
-            else MemoryHistoryStore()
-        )
-        stack.push_async_callback(store.close)
-        # Leftovers of a killed export go, and old exports beyond BOT_EXPORTS_KEPT; what is served stays.
-        served = [slot.current.info.path, *([settings.model_path] if settings.model_path else [])]
-        await asyncio.to_thread(clean_exports, settings.models_dir, settings.exports_kept, served)
+        store, inbox = await open_storage(settings, stack, persistent=persistent)
         metrics = Metrics()
-        exports = export_service(slot, settings, metrics)
-        if follow_exports and settings.model_path is None:
-            stop = asyncio.Event()
-            watcher = asyncio.create_task(follow_current_export(exports.switcher, settings.models_dir, stop))
-            stack.push_async_callback(asyncio.wait, {watcher})
-            stack.callback(stop.set)
-        inbox = Inbox.open(settings.history_db if persistent else ":memory:")
-        stack.callback(inbox.close)
-        manager = ConversationManager(slot, store, conversation_config(settings))
+        actions = await admin_actions(settings, slot, metrics, stack, follow_exports=follow_exports)
+        manager = ConversationManager(slot, store, conversation_config(settings), shared_turn=shared_turn(inbox))
         core = Core(
             manager,
             admin_policy(settings),
-            exports,
+            actions,
             metrics=metrics,
             admission=Admission(admission_limits(settings)),
             inbox=inbox,
@@ -136,3 +141,36 @@ async def open_core(
         )
         stack.push_async_callback(core.aclose)  # runs first: nothing in flight outlives the store and engine
         yield core
+
+
+async def open_storage(settings: Settings, stack: AsyncExitStack, *, persistent: bool) -> tuple[HistoryStore, Inbox]:
+    """History store and inbox: PostgreSQL with BOT_DATABASE_URL, else SQLite (or memory); closed by ``stack``."""
+    if not persistent:
+        memory_inbox = SQLiteInbox.open(":memory:")
+        stack.push_async_callback(memory_inbox.aclose)
+        return MemoryHistoryStore(), memory_inbox
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    retention = Retention(settings.history_max_turns, settings.history_max_age_days)
+    store = await open_history_store(url, settings.history_db, retention)
+    stack.push_async_callback(store.close)
+    inbox = await open_inbox(url, settings.history_db)
+    stack.push_async_callback(inbox.aclose)
+    return store, inbox
+
+
+async def admin_actions(
+    settings: Settings, slot: EngineSlot, metrics: Metrics, stack: AsyncExitStack, *, follow_exports: bool
+) -> AdminActions:
+    """Export from chat with a switch to the new model; with model servers only a note on how to change it."""
+    if settings.engine_url:
+        return NoAdminActions(EXPORT_ON_SERVERS)
+    # Leftovers of a killed export go, and old exports beyond BOT_EXPORTS_KEPT; what is served stays.
+    served = [slot.current.info.path, *([settings.model_path] if settings.model_path else [])]
+    await asyncio.to_thread(clean_exports, settings.models_dir, settings.exports_kept, served)
+    exports = export_service(slot, settings, metrics)
+    if follow_exports and settings.model_path is None:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(follow_current_export(exports.switcher, settings.models_dir, stop))
+        stack.push_async_callback(asyncio.wait, {watcher})
+        stack.callback(stop.set)
+    return exports

@@ -16,7 +16,8 @@ from typing import Annotated, TextIO, TypeVar
 import typer
 
 from bot.settings import Settings
-from bot.store import ConversationSummary, HistoryStoreError, Retention, SQLiteHistoryStore, StoredTurn
+from bot.storage import AdminHistoryStore, open_history_store
+from bot.store import ConversationSummary, HistoryStoreError, Retention, StoredTurn
 from bot.types import ConversationKey
 from entry.startup import settings_or_exit
 
@@ -48,15 +49,17 @@ def turn_record(turn: StoredTurn) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def _with_store(settings: Settings, action: Callable[[SQLiteHistoryStore], Awaitable[T]], empty: T) -> T:
-    """``action`` on the settings' history database, or ``empty`` where there is none yet (none is created)."""
+def _with_store(settings: Settings, action: Callable[[AdminHistoryStore], Awaitable[T]], empty: T) -> T:
+    """``action`` on the settings' history database (BOT_DATABASE_URL's, else the SQLite file), or ``empty`` where
+    there is no SQLite file yet (none is created)."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
     path = settings.history_db
-    if not path.exists():
+    if url is None and not path.exists():
         return empty
     retention = Retention(settings.history_max_turns, settings.history_max_age_days)
 
     async def run() -> T:
-        store = await SQLiteHistoryStore.open(path, retention=retention, prune=False)
+        store = await open_history_store(url, path, retention, prune=False)
         try:
             return await action(store)
         finally:
@@ -103,7 +106,7 @@ def export(
     """Print one conversation as JSON lines: role, content, created_at (UTC), interrupted."""
     settings = settings_or_exit()
 
-    async def write(store: SQLiteHistoryStore) -> int:
+    async def write(store: AdminHistoryStore) -> int:
         count = await store.count(conversation)
         if count == 0:
             return 0
@@ -118,12 +121,12 @@ def export(
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _write_turns(store: SQLiteHistoryStore, key: ConversationKey, stream: TextIO) -> None:
+async def _write_turns(store: AdminHistoryStore, key: ConversationKey, stream: TextIO) -> None:
     async for turn in store.turns(key):
         stream.write(turn_record(turn) + "\n")
 
 
-async def _write_file(store: SQLiteHistoryStore, key: ConversationKey, output: Path) -> None:
+async def _write_file(store: AdminHistoryStore, key: ConversationKey, output: Path) -> None:
     try:
         with _replacing(output) as stream:
             await _write_turns(store, key, stream)

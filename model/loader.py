@@ -11,17 +11,19 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from model.batching_engine import BatchingEngine
 from model.bundled import ensure_bundled_model
+from model.endpoints import address
 from model.engine import ModelFamily, ModelInfo, ModelLoadError
 from model.manifest import current_export, manifest_problem
 from model.openvino_engine import OpenVINOEngine
 from model.process_engine import ProcessEngine
+from model.remote_engine import RemoteEngine, served_model
 from model.scheduler import DEFAULT_KV_CACHE_TOKENS
 
 log = logging.getLogger(__name__)
@@ -178,3 +180,47 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{path} is not valid JSON ({error}).") from error
     return data if isinstance(data, dict) else {}
+
+
+# A server that is slow to list its models at start is named later rather than holding up the bot.
+_NAME_LOOKUP_TIMEOUT_S = 5.0
+
+
+def load_remote_engine(
+    urls: Sequence[str],
+    model_path: Path,
+    *,
+    model: str | None,
+    api_key: str | None,
+    capacity: int,
+    timeout_s: float,
+    retry_s: float,
+    context_size: int | None,
+) -> RemoteEngine:
+    """The model served at ``urls``, with its tokenizer read from the same model at ``model_path`` (blocking).
+
+    ``capacity`` is per server. The model's name is ``model``, else the first one a server lists; a server
+    that is down at start does not stop the bot: the name is then the model file's, and requests ask the
+    first server that answers for its model later.
+    """
+    import openvino_genai as ov_genai
+
+    from model.openvino_engine import ChatTokenizer
+
+    info = inspect_model(model_path, context_size)
+    with _load_errors(model_path, "CPU (its tokenizer only)"):
+        # The tokenizer alone (it reads a GGUF file too): the model itself is never compiled here.
+        chat = ChatTokenizer(ov_genai.Tokenizer(str(model_path)), info)
+    served = model or served_model(urls, api_key, min(timeout_s, _NAME_LOOKUP_TIMEOUT_S))
+    if served is None:
+        log.warning("No model server answered at start; naming the model %s until one does", info.name)
+    chat.info = dataclasses.replace(info, name=served or info.name)
+    log.info("Serving %s (%s, context %d) from %s", chat.info.name, info.family, info.context_size, _addresses(urls))
+    return RemoteEngine.connect(
+        urls, chat, model=served, api_key=api_key, capacity_each=capacity, timeout_s=timeout_s, retry_s=retry_s
+    )
+
+
+def _addresses(urls: Sequence[str]) -> str:
+    # host:port only: a URL may carry credentials, which never reach a log.
+    return ", ".join(address(url) for url in urls)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from adapters.memory import MemorySurface
 from bot.admin import AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
 from bot.core import ASK_AGAIN, RESTARTED_NOTE, RESTARTING, SEND_AGAIN, Core
-from bot.inbox import DONE_KEPT_S, Inbox, Unfinished
+from bot.inbox import DONE_KEPT_S, Inbox, SQLiteInbox, Unfinished
 from bot.manager import ConversationManager
-from bot.store import MemoryHistoryStore, SQLiteHistoryStore
+from bot.store import MemoryHistoryStore
 from bot.surface import Kind, Surface
 from bot.types import Attachment, ConversationKey, Identity, Incoming
 from model.openvino_engine import OpenVINOEngine
 from tests.conftest import make_manager
+from tests.postgres import (  # noqa: F401
+    InboxOpener,
+    StoreOpener,
+    open_history,
+    open_inbox,
+    postgres_server,
+    postgres_url,
+)
 
 KEY = ConversationKey("memory", "general")
 AUTHOR = Identity("memory", "tester", frozenset({"role-1"}))
@@ -38,26 +45,25 @@ def core_with(manager: ConversationManager, inbox: Inbox, *, window_s: float = 9
     )
 
 
-def test_a_message_is_recorded_once_and_kept_until_done(tmp_path: Path) -> None:
-    inbox = Inbox.open(tmp_path / "history.sqlite3")
+async def test_a_message_is_recorded_once_and_kept_until_done(open_inbox: InboxOpener) -> None:  # noqa: F811
+    inbox = await open_inbox()
     first = inbox.accept(message("hello", "m1"), reply_to="general m1")
     assert first is not None
     assert inbox.accept(message("hello", "m1")) is None  # the same platform message again
     assert inbox.accept(message("hello", None), reply_to="general") is not None  # no id: never a duplicate
-    left = inbox.unfinished("memory")
-    assert [item.message.text for item in left] == ["hello", "hello"]
-    assert left[0].message.author == AUTHOR and left[0].reply_to == "general m1"
     inbox.done(first)
-    inbox.close()
-    reopened = Inbox.open(tmp_path / "history.sqlite3")
-    assert len(reopened.unfinished("memory")) == 1
+    await inbox.aclose()
+    reopened = await open_inbox()
+    left = reopened.unfinished("memory")
+    assert [item.message.text for item in left] == ["hello"]
+    assert left[0].message.author == AUTHOR and left[0].reply_to == "general"
     assert reopened.unfinished("slack") == []
     assert reopened.accept(message("hello", "m1")) is None  # de-duplication survives a restart
 
 
-def test_finished_rows_are_forgotten_after_a_day() -> None:
+async def test_finished_rows_are_forgotten_after_a_day(open_inbox: InboxOpener) -> None:  # noqa: F811
     now = [1000.0]
-    inbox = Inbox.open(":memory:", clock=lambda: now[0])
+    inbox = await open_inbox(clock=lambda: now[0])
     row = inbox.accept(message("hi", "m1"))
     assert row is not None
     inbox.done(row)
@@ -67,8 +73,8 @@ def test_finished_rows_are_forgotten_after_a_day() -> None:
     assert inbox.accept(message("hi", "m1")) is not None
 
 
-async def test_a_repeated_delivery_is_answered_once(engine: OpenVINOEngine) -> None:
-    core = core_with(make_manager(engine), Inbox.open(":memory:"))
+async def test_a_repeated_delivery_is_answered_once(engine: OpenVINOEngine, open_inbox: InboxOpener) -> None:  # noqa: F811
+    core = core_with(make_manager(engine), await open_inbox())
     first, again = MemorySurface(), MemorySurface()
     await asyncio.gather(
         core.submit(message("What is 2 + 2?", "m1"), first, reply_to="r"),
@@ -78,12 +84,15 @@ async def test_a_repeated_delivery_is_answered_once(engine: OpenVINOEngine) -> N
     assert again.posts == []
 
 
-async def test_messages_cut_by_a_stop_are_answered_after_the_restart(engine: OpenVINOEngine, tmp_path: Path) -> None:
-    database = tmp_path / "history.sqlite3"
+async def test_messages_cut_by_a_stop_are_answered_after_the_restart(
+    engine: OpenVINOEngine,
+    open_inbox: InboxOpener,  # noqa: F811
+) -> None:
     store = MemoryHistoryStore()
     manager = make_manager(engine)
     manager._store = store  # the same history across both runs, as the database would keep it
-    before = core_with(manager, Inbox.open(database), grace_s=0.0)
+    first_inbox = await open_inbox()
+    before = core_with(manager, first_inbox, grace_s=0.0)
     surfaces = [MemorySurface() for _ in range(3)]
     for number, surface in enumerate(surfaces):
         before.submit(message(f"Question {number}: name a colour.", f"m{number}"), surface, reply_to=f"r{number}")
@@ -91,7 +100,8 @@ async def test_messages_cut_by_a_stop_are_answered_after_the_restart(engine: Ope
     await before.drain()  # no grace: every reply is cut
     assert all(surface.posts[-1].text == RESTARTING for surface in surfaces)
 
-    after = core_with(manager, Inbox.open(database))
+    await first_inbox.aclose()  # the first run is gone
+    after = core_with(manager, await open_inbox())
     answered: dict[str, MemorySurface] = {}
 
     async def surface_for(left: Unfinished) -> Surface:
@@ -110,7 +120,7 @@ async def test_messages_cut_by_a_stop_are_answered_after_the_restart(engine: Ope
 
 
 async def test_a_message_too_old_is_told_to_ask_again(engine: OpenVINOEngine) -> None:
-    inbox = Inbox.open(":memory:", clock=lambda: 0.0)  # recorded long ago
+    inbox = SQLiteInbox.open(":memory:", clock=lambda: 0.0)  # recorded long ago
     inbox.accept(message("Are you there?", "m1"), reply_to="r")
     core = core_with(make_manager(engine), inbox, window_s=60.0)
     surface = MemorySurface()
@@ -125,7 +135,7 @@ async def test_a_message_too_old_is_told_to_ask_again(engine: OpenVINOEngine) ->
 
 
 async def test_a_vanished_place_is_dropped_without_an_answer(engine: OpenVINOEngine) -> None:
-    inbox = Inbox.open(":memory:")
+    inbox = SQLiteInbox.open(":memory:")
     inbox.accept(message("Hello?", "m1"), reply_to="gone")
 
     async def surface_for(left: Unfinished) -> Surface | None:
@@ -136,8 +146,8 @@ async def test_a_vanished_place_is_dropped_without_an_answer(engine: OpenVINOEng
     assert inbox.unfinished("memory") == []
 
 
-async def test_a_reply_cut_short_is_stored_as_interrupted(engine: OpenVINOEngine, tmp_path: Path) -> None:
-    store = await SQLiteHistoryStore.open(tmp_path / "history.sqlite3")
+async def test_a_reply_cut_short_is_stored_as_interrupted(engine: OpenVINOEngine, open_history: StoreOpener) -> None:  # noqa: F811
+    store = await open_history()
     manager = make_manager(engine)
     manager._store = store
     reply = manager.reply(KEY, "Count from one to fifty.")
@@ -160,7 +170,7 @@ async def test_a_message_with_a_file_cut_by_a_crash_is_asked_again(engine: OpenV
     async def read(limit: int) -> bytes:
         return b"ERROR disk full"
 
-    inbox = Inbox.open(":memory:")
+    inbox = SQLiteInbox.open(":memory:")
     first = core_with(make_manager(engine), inbox)
     files = (Attachment("app.log", 15, None, read),)
     stopped = MemorySurface()

@@ -1,4 +1,4 @@
-"""The SQLite history store: retention by turns and by age, interrupted turns, the v1 → v2 migration."""
+"""The history store (SQLite and PostgreSQL): retention by turns and by age, interrupted turns, SQLite migrations."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.storage import AdminHistoryStore
 from bot.store import (
     AGE_PRUNE_INTERVAL_S,
     SCHEMA_VERSION,
@@ -18,6 +19,7 @@ from bot.store import (
 )
 from bot.types import ConversationKey
 from model.engine import ChatMessage
+from tests.postgres import StoreOpener, open_history, postgres_server, postgres_url  # noqa: F401
 
 A = ConversationKey("slack", "C1")
 B = ConversationKey("slack", "C1", "1700000000.000100")
@@ -50,17 +52,17 @@ class Clock:
         return self.now
 
 
-async def say(store: SQLiteHistoryStore, key: ConversationKey, *texts: str) -> None:
+async def say(store: AdminHistoryStore, key: ConversationKey, *texts: str) -> None:
     for text in texts:
         await store.append(key, ChatMessage("user", text))
 
 
-async def contents(store: SQLiteHistoryStore, key: ConversationKey) -> list[str]:
+async def contents(store: AdminHistoryStore, key: ConversationKey) -> list[str]:
     return [message.content for message in await store.history(key, 10_000)]
 
 
-async def test_each_conversation_keeps_its_newest_turns(tmp_path: Path) -> None:
-    store = await SQLiteHistoryStore.open(tmp_path / "h.sqlite3", retention=Retention(max_turns=3))
+async def test_each_conversation_keeps_its_newest_turns(open_history: StoreOpener) -> None:  # noqa: F811
+    store = await open_history(retention=Retention(max_turns=3))
     try:
         await say(store, A, "1", "2", "3", "4", "5")
         await say(store, B, "b1", "b2")
@@ -70,16 +72,16 @@ async def test_each_conversation_keeps_its_newest_turns(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_opening_applies_the_retention_to_what_is_stored(tmp_path: Path) -> None:
-    path, clock = tmp_path / "h.sqlite3", Clock()
-    unbounded = await SQLiteHistoryStore.open(path, clock=clock)
+async def test_opening_applies_the_retention_to_what_is_stored(open_history: StoreOpener) -> None:  # noqa: F811
+    clock = Clock()
+    unbounded = await open_history(clock=clock)
     await say(unbounded, A, "old")
     clock.now += 10 * DAY
     await say(unbounded, A, "1", "2")
     await say(unbounded, B, "b1", "b2", "b3", "b4")
     await unbounded.close()
 
-    store = await SQLiteHistoryStore.open(path, retention=Retention(max_turns=3, max_age_days=5), clock=clock)
+    store = await open_history(retention=Retention(max_turns=3, max_age_days=5), clock=clock)
     try:
         assert await contents(store, A) == ["1", "2"]  # within the turn limit, but "old" was too old
         assert await contents(store, B) == ["b2", "b3", "b4"]
@@ -87,10 +89,10 @@ async def test_opening_applies_the_retention_to_what_is_stored(tmp_path: Path) -
         await store.close()
 
 
-async def test_age_pruning_on_append_runs_at_most_hourly_and_prune_applies_it_now(tmp_path: Path) -> None:
+async def test_age_pruning_on_append_runs_at_most_hourly_and_prune_applies_it_now(open_history: StoreOpener) -> None:  # noqa: F811
     clock = Clock()
     retention = Retention(max_age_days=600 / DAY)  # ten minutes
-    store = await SQLiteHistoryStore.open(tmp_path / "h.sqlite3", retention=retention, clock=clock)
+    store = await open_history(retention=retention, clock=clock)
     try:
         await say(store, A, "first")
         clock.now += 20 * 60  # "first" is too old now, but the last age pruning (at open) was 20 minutes ago
@@ -108,17 +110,15 @@ async def test_age_pruning_on_append_runs_at_most_hourly_and_prune_applies_it_no
         await store.close()
 
 
-async def test_prune_counts_a_turn_that_is_both_too_old_and_over_the_limit_once(tmp_path: Path) -> None:
-    path, clock = tmp_path / "h.sqlite3", Clock()
-    unbounded = await SQLiteHistoryStore.open(path, clock=clock)
+async def test_prune_counts_a_turn_that_is_both_too_old_and_over_the_limit_once(open_history: StoreOpener) -> None:  # noqa: F811
+    clock = Clock()
+    unbounded = await open_history(clock=clock)
     await say(unbounded, A, "old 1", "old 2")
     clock.now += 3 * DAY
     await say(unbounded, A, "new 1", "new 2")
     await unbounded.close()
 
-    store = await SQLiteHistoryStore.open(
-        path, retention=Retention(max_turns=2, max_age_days=1), clock=clock, prune=False
-    )
+    store = await open_history(retention=Retention(max_turns=2, max_age_days=1), clock=clock, prune=False)
     try:
         assert await store.prune(dry_run=True) == 2
         assert await contents(store, A) == ["old 1", "old 2", "new 1", "new 2"]
@@ -129,9 +129,9 @@ async def test_prune_counts_a_turn_that_is_both_too_old_and_over_the_limit_once(
         await store.close()
 
 
-async def test_an_interrupted_reply_is_kept_as_such_and_still_in_the_history(tmp_path: Path) -> None:
+async def test_an_interrupted_reply_is_kept_as_such_and_still_in_the_history(open_history: StoreOpener) -> None:  # noqa: F811
     clock = Clock()
-    store = await SQLiteHistoryStore.open(tmp_path / "h.sqlite3", clock=clock)
+    store = await open_history(clock=clock)
     try:
         await store.append(B, ChatMessage("user", "Tell me a story."))
         clock.now += 2

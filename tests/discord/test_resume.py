@@ -21,7 +21,7 @@ from bot.admin import AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
 from bot.commands import HELP_TEXT
 from bot.core import ASK_AGAIN, RESTARTED_NOTE, Core
-from bot.inbox import Inbox
+from bot.inbox import SQLiteInbox
 from bot.manager import ConversationManager
 from bot.store import MemoryHistoryStore
 from bot.streaming import split_message
@@ -78,7 +78,7 @@ def left_unanswered(database: Path, text: str, *, channel_id: int = CHANNEL_ID, 
     message_id = str(payloads.new_id())
     key = ConversationKey("discord", str(channel_id))
     message = Incoming(key, Identity("discord", str(USER_ID)), text, message_id=message_id)
-    inbox = Inbox.open(database, clock=lambda: time.time() - age_s)
+    inbox = SQLiteInbox.open(database, clock=lambda: time.time() - age_s)
     try:
         assert inbox.accept(message, reply_to=f"{channel_id} {message_id}") is not None
     finally:
@@ -88,7 +88,7 @@ def left_unanswered(database: Path, text: str, *, channel_id: int = CHANNEL_ID, 
 
 def unfinished(database: Path) -> list[str]:
     """The message ids of Discord rows still waiting in the inbox."""
-    inbox = Inbox.open(database)
+    inbox = SQLiteInbox.open(database)
     try:
         return [str(left.message.message_id) for left in inbox.unfinished("discord")]
     finally:
@@ -102,13 +102,13 @@ async def start(standin: DiscordStandIn, chat_manager: ConversationManager, data
     Each call is a new run of the bot (a restart); the earlier runs are stopped first.
     """
     running: list[RunningBot] = []
-    inboxes: list[Inbox] = []
+    inboxes: list[SQLiteInbox] = []
 
     async def run(window_s: float = 900.0) -> RunningBot:
         for bot in running:
             if not bot.task.done():
                 await bot.stopped()
-        inboxes.append(Inbox.open(database))
+        inboxes.append(SQLiteInbox.open(database))
         admission = Admission(AdmissionLimits(user_rate=None))
         core = Core(
             chat_manager,

@@ -1,0 +1,245 @@
+"""Conversation history, personas and feedback in PostgreSQL, shared by several bot processes.
+
+The same meaning as ``bot.store.SQLiteHistoryStore`` (schema v3: authors, interrupted
+turns, retention by turns and by age), on psycopg 3's async connections from a
+``psycopg_pool.AsyncConnectionPool``.  Unlike SQLite, an append and its trim share one
+transaction: PostgreSQL locks rows, not the database, so nothing else waits on it.
+The schema comes from the versioned migrations (``bot.pg_migrate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bot.channel_store import Feedback
+from bot.pg_migrate import CONNECT_TIMEOUT_S, MigrationError, connect, connection_problem, describe, migrate
+from bot.store import AGE_PRUNE_INTERVAL_S, ConversationSummary, HistoryStoreError, Retention, StoredTurn
+from bot.types import ConversationKey
+from model.engine import ChatMessage
+
+log = logging.getLogger(__name__)
+
+# Enough for every conversation answering at once to write without waiting on each other for long.
+POOL_SIZE = 8
+_KEY = "platform = %(platform)s AND channel = %(channel)s AND thread = %(thread)s"
+_CHANNEL = "platform = %(platform)s AND channel = %(channel)s"
+_OVER_TURN_LIMIT = (
+    "id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY platform, channel, thread ORDER BY id DESC)"
+    " AS newer FROM messages) AS ranked WHERE newer > %(max_turns)s)"
+)
+_TOO_OLD = "created_at < %(cutoff)s"
+_Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
+
+
+class PostgresHistoryStore:
+    """History in PostgreSQL, bounded by a ``Retention``; open with ``open``."""
+
+    def __init__(
+        self,
+        pool: _Pool,
+        retention: Retention,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Use an open pool on a migrated database; prefer ``open``."""
+        self._pool = pool
+        self.retention = retention
+        self._clock = clock
+        self._next_age_prune = clock()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
+        prune: bool = True,
+    ) -> PostgresHistoryStore:
+        """Connect, migrate if needed and apply the retention (with ``prune``); ``HistoryStoreError`` says why not."""
+        await _migrated(url)
+        pool: _Pool = AsyncConnectionPool(
+            # Autocommit: a single statement needs no BEGIN/COMMIT round trips; the append opens its own transaction.
+            url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            open=False,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": True},
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout:
+            await pool.close()
+            raise HistoryStoreError(f"Cannot connect to the PostgreSQL database at {describe(url)}") from None
+        store = cls(pool, retention or Retention(), clock)
+        if prune:
+            try:
+                removed = await store.prune()
+            except psycopg.Error as error:
+                await pool.close()
+                raise HistoryStoreError(connection_problem(url, error)) from None
+            if removed:
+                log.info("History retention removed %d turns", removed)
+        return store
+
+    async def append(self, key: ConversationKey, message: ChatMessage, *, interrupted: bool = False) -> None:
+        """Add one turn, then drop this conversation's turns beyond the limit (and, hourly, the too old)."""
+        now = self._clock()
+        async with self._pool.connection() as connection, connection.transaction():  # the turn with its trim
+            await connection.execute(
+                "INSERT INTO messages (platform, channel, thread, role, content, created_at, interrupted, author,"
+                " author_id) VALUES (%(platform)s, %(channel)s, %(thread)s, %(role)s, %(content)s, %(now)s,"
+                " %(interrupted)s, %(author)s, %(speaker)s)",
+                {**_columns(key), "role": message.role, "content": message.content}
+                | {"now": now, "interrupted": interrupted, "author": message.name, "speaker": message.speaker},
+            )
+            if self.retention.max_turns is not None:
+                await connection.execute(
+                    f"DELETE FROM messages WHERE {_KEY} AND id <= (SELECT id FROM messages WHERE {_KEY}"
+                    " ORDER BY id DESC LIMIT 1 OFFSET %(max_turns)s)",
+                    {**_columns(key), "max_turns": self.retention.max_turns},
+                )
+            cutoff = self.retention.cutoff(now)
+            if cutoff is not None and now >= self._next_age_prune:
+                await connection.execute(f"DELETE FROM messages WHERE {_TOO_OLD}", {"cutoff": cutoff})
+                self._next_age_prune = now + AGE_PRUNE_INTERVAL_S
+
+    async def history(self, key: ConversationKey, limit: int) -> list[ChatMessage]:
+        """The newest ``limit`` turns, oldest first."""
+        rows = await self._fetch(
+            f"SELECT role, content, author, author_id FROM messages WHERE {_KEY} ORDER BY id DESC LIMIT %(limit)s",
+            {**_columns(key), "limit": limit},
+        )
+        return [ChatMessage(*row) for row in reversed(rows)]
+
+    async def reset(self, key: ConversationKey) -> int:
+        """Forget the conversation; return how many turns were removed."""
+        return await self._execute(f"DELETE FROM messages WHERE {_KEY}", _columns(key))
+
+    async def persona(self, key: ConversationKey) -> str | None:
+        """The system prompt set for ``key``'s channel, or ``None``."""
+        rows = await self._fetch(f"SELECT prompt FROM personas WHERE {_CHANNEL}", _columns(key))
+        return str(rows[0][0]) if rows else None
+
+    async def set_persona(self, key: ConversationKey, prompt: str | None, set_by: str) -> None:
+        """Set (``None``: remove) the system prompt of ``key``'s channel."""
+        if prompt is None:
+            await self._execute(f"DELETE FROM personas WHERE {_CHANNEL}", _columns(key))
+            return
+        await self._execute(
+            "INSERT INTO personas (platform, channel, prompt, set_by, set_at) VALUES (%(platform)s, %(channel)s,"
+            " %(prompt)s, %(set_by)s, %(now)s) ON CONFLICT (platform, channel) DO UPDATE SET prompt = EXCLUDED.prompt,"
+            " set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at",
+            {**_columns(key), "prompt": prompt, "set_by": set_by, "now": self._clock()},
+        )
+
+    async def record_feedback(self, key: ConversationKey, message_id: str, user_id: str, *, helpful: bool) -> None:
+        """Record one person's rating of a reply (a second click replaces their first)."""
+        await self._execute(
+            "INSERT INTO feedback (platform, channel, thread, message_id, user_id, helpful, created_at) VALUES"
+            " (%(platform)s, %(channel)s, %(thread)s, %(message_id)s, %(user_id)s, %(helpful)s, %(now)s)"
+            " ON CONFLICT (platform, channel, message_id, user_id) DO UPDATE SET helpful = EXCLUDED.helpful,"
+            " thread = EXCLUDED.thread, created_at = EXCLUDED.created_at",
+            {**_columns(key), "message_id": message_id, "user_id": user_id, "helpful": helpful, "now": self._clock()},
+        )
+
+    async def feedback(self, key: ConversationKey) -> Feedback:
+        """The ratings of replies in ``key``'s channel (its threads included)."""
+        rows = await self._fetch(
+            "SELECT COUNT(*) FILTER (WHERE helpful), COUNT(*) FILTER (WHERE NOT helpful) FROM feedback"
+            f" WHERE {_CHANNEL}",
+            _columns(key),
+        )
+        return Feedback(int(rows[0][0]), int(rows[0][1]))
+
+    async def prune(self, *, dry_run: bool = False) -> int:
+        """Apply the retention to every conversation now; return how many turns went (or would go)."""
+        now = self._clock()
+        conditions: list[str] = []
+        parameters: dict[str, Any] = {}
+        if self.retention.max_turns is not None:
+            conditions.append(_OVER_TURN_LIMIT)
+            parameters["max_turns"] = self.retention.max_turns
+        cutoff = self.retention.cutoff(now)
+        if cutoff is not None:
+            conditions.append(_TOO_OLD)
+            parameters["cutoff"] = cutoff
+            if not dry_run:
+                self._next_age_prune = now + AGE_PRUNE_INTERVAL_S
+        if not conditions:
+            return 0
+        where = " OR ".join(f"({condition})" for condition in conditions)
+        if dry_run:
+            rows = await self._fetch(f"SELECT COUNT(*) FROM messages WHERE {where}", parameters)
+            return int(rows[0][0])
+        return await self._execute(f"DELETE FROM messages WHERE {where}", parameters)
+
+    async def conversations(self) -> list[ConversationSummary]:
+        """Every stored conversation with its turn count, the most recently active first."""
+        rows = await self._fetch(
+            "SELECT platform, channel, thread, COUNT(*), MAX(created_at) FROM messages"
+            " GROUP BY platform, channel, thread ORDER BY MAX(created_at) DESC",
+            {},
+        )
+        return [
+            ConversationSummary(ConversationKey(platform, channel, thread or None), int(count), last)
+            for platform, channel, thread, count, last in rows
+        ]
+
+    async def count(self, key: ConversationKey) -> int:
+        """How many turns the conversation keeps (0 for one never seen)."""
+        rows = await self._fetch(f"SELECT COUNT(*) FROM messages WHERE {_KEY}", _columns(key))
+        return int(rows[0][0])
+
+    async def turns(self, key: ConversationKey) -> AsyncIterator[StoredTurn]:
+        """Every stored turn of the conversation, oldest first, read as it is consumed (a server-side cursor)."""
+        async with (
+            self._pool.connection() as connection,
+            connection.transaction(),  # a server-side cursor lives in a transaction
+            connection.cursor(name="turns") as cursor,
+        ):
+            await cursor.execute(
+                f"SELECT role, content, created_at, interrupted FROM messages WHERE {_KEY} ORDER BY id", _columns(key)
+            )
+            async for role, content, created_at, interrupted in cursor:
+                yield StoredTurn(role, content, created_at, bool(interrupted))
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._pool.close()
+
+    async def _fetch(self, query: str, parameters: dict[str, Any]) -> list[TupleRow]:
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(query, parameters)
+            return await cursor.fetchall()
+
+    async def _execute(self, query: str, parameters: dict[str, Any]) -> int:
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(query, parameters)
+            return cursor.rowcount
+
+
+async def _migrated(url: str) -> None:
+    """Bring the database to this bot's schema, or raise ``HistoryStoreError`` naming the server (no password)."""
+    try:
+        connection = await connect(url)
+    except (psycopg.Error, ValueError) as error:
+        raise HistoryStoreError(connection_problem(url, error)) from None
+    try:
+        await migrate(connection)
+    except MigrationError as error:
+        raise HistoryStoreError(f"The PostgreSQL database at {describe(url)}: {error}") from None
+    except psycopg.Error as error:
+        raise HistoryStoreError(connection_problem(url, error)) from None
+    finally:
+        await connection.close()
+
+
+def _columns(key: ConversationKey) -> dict[str, str]:
+    return {"platform": key.platform, "channel": key.channel, "thread": key.thread or ""}
