@@ -71,6 +71,10 @@ class RedactingJsonFormatter(JsonFormatter):
         return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
 
+# Libraries whose INFO lines repeat what the bot's own log says better.
+QUIET_LIBRARIES = ("httpx", "httpx2", "openai")
+
+
 def make_formatter(log_format: LogFormat, secrets: Iterable[str]) -> logging.Formatter:
     """The formatter for ``log_format`` ("text" or "json") that redacts ``secrets``."""
     if log_format == "json":
@@ -85,3 +89,6 @@ def configure_logging(level: str, secrets: Iterable[SecretStr], log_format: LogF
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The HTTP clients under the model-server client log every request at INFO: one line per reply, no news.
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
