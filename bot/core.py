@@ -168,7 +168,7 @@ class Core:
             # A bare mention, /ask without a question, or a message the bot cannot take on now.
             work = partial(surface.send, refusal or answer_without_question(command), Kind.PRIVATE)
         elif command.name == "reset":
-            resetting = self.manager.reset(message.key)
+            resetting = self.manager.reset(message.key, row)
             place, work = resetting.place, partial(self._answers.reset, resetting, surface)
         elif command.name == "stats":
             work = partial(self._answers.stats, message.key, surface)
@@ -326,7 +326,12 @@ class Core:
         Messages older than the restart window are told to ask again instead.
         """
         resumed = 0
-        for left in self._inbox.unfinished(platform):
+        try:
+            left_over = self._inbox.unfinished(platform)
+        except InboxError as error:  # the platform starts all the same; its old messages wait for the next start
+            log.error("Cannot read the messages left unanswered (%s): %s", platform, error)
+            return 0
+        for left in left_over:
             try:
                 surface = await surface_for(left)
             except Exception:  # one lost place must not keep the platform (or the next rows) from starting

@@ -19,6 +19,7 @@ one error whatever the backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -253,16 +254,20 @@ def unfinished_row(
     return Unfinished(row, message, reply_to, received_at)
 
 
-def shared_turn(inbox: Inbox) -> Callable[[ConversationKey, int | None], Awaitable[None]]:
-    """``inbox.turn`` for the conversation manager: a database that fails there is logged, and the reply goes on.
+def shared_turn(inbox: Inbox, limit_s: float) -> Callable[[ConversationKey, int | None], Awaitable[None]]:
+    """``inbox.turn`` for the conversation manager, waiting at most ``limit_s`` (a reply's deadline).
 
-    Answering out of order beats not answering: the message is recorded and its history is read either way.
+    A database that fails there, or a wait past the limit (another process stuck on its message), is
+    logged and the reply goes on: answering out of order beats not answering.
     """
 
     async def turn(key: ConversationKey, row: int | None) -> None:
         try:
-            await inbox.turn(key, row)
+            async with asyncio.timeout(limit_s):
+                await inbox.turn(key, row)
         except InboxError as error:
             log.error("Could not wait for earlier messages of %s in other bot processes: %s", key, error)
+        except TimeoutError:
+            log.warning("Earlier messages of %s in other bot processes took over %.0f s; answering now", key, limit_s)
 
     return turn

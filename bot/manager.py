@@ -179,13 +179,14 @@ class Reply:
 class PendingReset:
     """A reset waiting for its turn; await it for the number of turns removed (its place is already taken)."""
 
-    def __init__(self, manager: ConversationManager, key: ConversationKey, place: Place) -> None:
+    def __init__(self, manager: ConversationManager, key: ConversationKey, place: Place, row: int | None) -> None:
         self._manager = manager
         self.key = key
         self.place = place
+        self.row = row
 
     def __await__(self) -> Generator[Any, None, int]:
-        return self._manager._reset(self.key, self.place).__await__()
+        return self._manager._reset(self.key, self.place, self.row).__await__()
 
 
 class ConversationManager:
@@ -239,22 +240,26 @@ class ConversationManager:
         people names each one to the model, two of the same name apart; text ``attachments`` are read into the
         turn.  With ``context`` (a thread to catch up on) the prompt is that discussion, newest messages kept,
         and ``text`` the question about it; the question and the answer are stored in ``key`` as other turns are.
+        ``row`` is the message's inbox row: a ``shared_turn`` waits for earlier rows other bot processes answer.
         """
         reply = Reply(self, key, text, self._order.take_place(key), time_limit_s, lineup)
-        reply.resumed = resumed
+        reply.resumed, reply.row = resumed, row
         reply.author, reply.speaker, reply.attachments, reply.context = author, speaker, attachments, context
         return reply
 
-    def reset(self, key: ConversationKey) -> PendingReset:
+    def reset(self, key: ConversationKey, row: int | None = None) -> PendingReset:
         """Forget a conversation's history once the messages before it are answered; await it for the turns removed.
 
-        The place in line is taken now, before the result is awaited, as ``reply`` does.
+        The place in line is taken now, before the result is awaited, as ``reply`` does; ``row`` (its inbox row)
+        also waits for earlier messages other bot processes answer.
         """
-        return PendingReset(self, key, self._order.take_place(key))
+        return PendingReset(self, key, self._order.take_place(key), row)
 
-    async def _reset(self, key: ConversationKey, place: Place) -> int:
+    async def _reset(self, key: ConversationKey, place: Place, row: int | None) -> int:
         try:
             await place.wait()
+            if self._shared_turn is not None:
+                await self._shared_turn(key, row)
             self._last_stats.pop(key, None)
             return await self._store.reset(key)
         finally:

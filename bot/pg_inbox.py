@@ -41,7 +41,14 @@ from psycopg.rows import TupleRow
 
 from bot.inbox import DONE_KEPT_S, FORGET_EVERY, UNFINISHED_KEPT_S, InboxError, State, Unfinished, key_columns
 from bot.inbox import unfinished_row as _row
-from bot.pg_migrate import CONNECT_TIMEOUT_S, LOCK_CLASS, connect, connection_problem, migrate
+from bot.pg_migrate import (
+    CONNECTION_OPTIONS,
+    LOCK_CLASS,
+    MigrationError,
+    connect,
+    connection_problem,
+    migrate,
+)
 from bot.types import ConversationKey, Incoming
 
 log = logging.getLogger(__name__)
@@ -50,16 +57,26 @@ LIVE_CLASS = LOCK_CLASS + 1  # advisory lock (LIVE_CLASS, instance id): held whi
 HEARTBEAT_S = 2.0
 DEAD_AFTER_S = 15.0
 TURN_POLL_S = 0.05
+RECONNECT_AFTER_S = 5.0
+# A reconnect blocks the event loop: short, where the async connections may take CONNECT_TIMEOUT_S.
+SYNC_CONNECT_TIMEOUT_S = 2
 INSTANCES_KEPT_S = 24 * 3600.0
 
 
-def _alive(alias: str) -> str:
-    """SQL: the owner of row ``alias`` holds its liveness lock in this database and beat recently."""
+def _holds_lock(alias: str) -> str:
+    """SQL: the owner of row ``alias`` holds its liveness lock in this database (its session is open)."""
     return (
-        "EXISTS (SELECT 1 FROM instances o JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted"
+        "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND l.classid = %(live)s::oid AND l.objid = o.id::oid AND l.objsubid = 2"
-        f" WHERE o.id = {alias}.owner AND o.seen_at > now() - %(dead_after)s * interval '1 second')"
+        f" AND l.classid = %(live)s::oid AND l.objid = {alias}.owner::oid AND l.objsubid = 2)"
+    )
+
+
+def _alive(alias: str) -> str:
+    """SQL: the owner of row ``alias`` holds its liveness lock and beat recently (it is not hung either)."""
+    return (
+        f"({_holds_lock(alias)} AND EXISTS (SELECT 1 FROM instances o WHERE o.id = {alias}.owner"
+        " AND o.seen_at > now() - %(dead_after)s * interval '1 second'))"
     )
 
 
@@ -70,7 +87,8 @@ _INSERT = (
 )
 _CLAIM = (
     "UPDATE inbox AS i SET owner = %(me)s WHERE i.id IN (SELECT c.id FROM inbox c WHERE c.platform = %(platform)s"
-    f" AND c.state <> 'done' AND c.owner IS DISTINCT FROM %(me)s AND NOT {_alive('c')} FOR UPDATE OF c SKIP LOCKED)"
+    f" AND c.state <> 'done' AND c.owner IS DISTINCT FROM %(me)s AND NOT {_holds_lock('c')}"
+    " FOR UPDATE OF c SKIP LOCKED)"
     " RETURNING i.id, i.channel, i.thread, i.message_id, i.reply_to, i.author, i.author_name, i.roles, i.text,"
     " i.command, i.received_at"
 )
@@ -100,6 +118,7 @@ class PostgresInbox:
         self._heartbeat_s, self._dead_after_s = timing
         self._accepted = 0
         self._heartbeat: asyncio.Task[None] | None = None
+        self._next_connect = 0.0  # time.monotonic() before which no reconnect is tried
 
     @classmethod
     async def open(
@@ -122,9 +141,10 @@ class PostgresInbox:
             instance = int(found[0]) if found else 0
             await live.execute("SELECT pg_advisory_lock(%s, %s)", (LIVE_CLASS, instance))
             db = await asyncio.to_thread(_connect, url)
-        except (psycopg.Error, ValueError) as error:
+        except (psycopg.Error, ValueError, MigrationError) as error:
             await live.close()
-            raise InboxError(connection_problem(url, error)) from None
+            problem = str(error) if isinstance(error, MigrationError) else connection_problem(url, error)
+            raise InboxError(problem) from None
         inbox = cls(url, (db, live), instance, clock, (heartbeat_s, dead_after_s))
         inbox._heartbeat = asyncio.create_task(inbox._beat(), name=f"inbox heartbeat {instance}")
         inbox.forget_done()
@@ -189,12 +209,15 @@ class PostgresInbox:
     async def turn(self, key: ConversationKey, row: int | None) -> None:
         """Return once every earlier message of ``key`` recorded by another live process is done.
 
-        ``row=None`` (a message not recorded) waits for the rows recorded before this call.
-        Each check is one query on the async connection; between checks the loop runs freely.
+        A message not recorded (``row=None``) has no place among the rows and waits for none: waiting for rows
+        recorded later could wait on a message that itself waits for this one.  Each check is one query on the
+        async connection; between checks the loop runs freely.
         """
+        if row is None:
+            return
         platform, channel, thread = key_columns(key)
-        parameters = {"platform": platform, "channel": channel, "thread": thread, "me": self.instance}
-        parameters |= self._liveness() | {"row": row if row is not None else await self._next_row()}
+        parameters = {"platform": platform, "channel": channel, "thread": thread, "me": self.instance, "row": row}
+        parameters |= self._liveness()
         # Polled (see the module's docstring): nothing in this process could set an event for another's row.
         while True:
             if not await self._scalar(_EARLIER, parameters):
@@ -217,14 +240,11 @@ class PostgresInbox:
             try:
                 if self._live.closed:  # the server restarted or the network failed: lock and beat again
                     self._live = await connect(self._url)
-                    await self._live.execute("SELECT pg_advisory_lock(%s, %s)", (LIVE_CLASS, self.instance))
+                    # Never waits: an old session still holding it (half-open) is dropped by keepalives meanwhile.
+                    await self._live.execute("SELECT pg_try_advisory_lock(%s, %s)", (LIVE_CLASS, self.instance))
                 await self._live.execute("UPDATE instances SET seen_at = now() WHERE id = %s", (self.instance,))
             except (psycopg.Error, OSError) as error:
                 log.warning("Inbox heartbeat failed, retrying: %s", connection_problem(self._url, error))
-
-    async def _next_row(self) -> int:
-        row = await self._scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox", {})
-        return int(row)
 
     async def _scalar(self, query: str, parameters: dict[str, object]) -> Any:
         try:
@@ -242,8 +262,15 @@ class PostgresInbox:
             raise InboxError(f"Cannot {what}: {connection_problem(self._url, error)}") from None
 
     def _connection(self) -> psycopg.Connection[TupleRow]:
-        """The synchronous connection, made again if it broke (a server restart): the next call works again."""
+        """The synchronous connection, made again if it broke (a server restart): the next call works again.
+
+        It runs on the event loop, so after a failed attempt the next one waits ``RECONNECT_AFTER_S``: meanwhile
+        calls fail at once (the message is answered, only not recorded) instead of stalling every platform.
+        """
         if self._db.closed:
+            if time.monotonic() < self._next_connect:
+                raise psycopg.OperationalError("the database was unreachable moments ago; trying again soon")
+            self._next_connect = time.monotonic() + RECONNECT_AFTER_S
             self._db = _connect(self._url)
         return self._db
 
@@ -252,4 +279,4 @@ class PostgresInbox:
 
 
 def _connect(url: str) -> psycopg.Connection[TupleRow]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    return psycopg.connect(url, autocommit=True, connect_timeout=SYNC_CONNECT_TIMEOUT_S, **CONNECTION_OPTIONS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -22,6 +23,16 @@ from psycopg.rows import TupleRow
 LOCK_CLASS = 0x626F74  # "bot"
 MIGRATION_LOCK = 1
 CONNECT_TIMEOUT_S = 10
+# Every connection fails rather than hangs: a half-open TCP connection is noticed within seconds (keepalives,
+# tcp_user_timeout) and no statement runs longer than a few seconds (the inbox runs some on the event loop).
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+    "options": "-c statement_timeout=5000",
+}
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -98,7 +109,7 @@ def connection_problem(url: str, error: BaseException) -> str:
 async def connect(url: str, *, autocommit: bool = True) -> psycopg.AsyncConnection[TupleRow]:
     """An async connection; ``psycopg.Error`` (or ``ValueError`` for a malformed URL) if it cannot be made."""
     connection: psycopg.AsyncConnection[TupleRow] = await psycopg.AsyncConnection.connect(
-        url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S
+        url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, **CONNECTION_OPTIONS
     )
     return connection
 

@@ -13,6 +13,7 @@ import typer
 from adapters.base import Adapter, PlatformStartupError
 from adapters.console import ConsoleAdapter, answer_once
 from bot.core import Core
+from bot.inbox import InboxError
 from bot.settings import Settings, SettingsError
 from bot.store import HistoryStoreError
 from bot.trimming import ContextTooSmall
@@ -47,7 +48,7 @@ def _serve(settings: Settings, session: Callable[[Core], Awaitable[None]], *, pe
     except SettingsError as error:  # a platform found a setting it needs missing or wrong
         typer.echo(f"Invalid settings:\n{error}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
-    except (PlatformStartupError, HistoryStoreError, EngineError, ContextTooSmall) as error:
+    except (PlatformStartupError, HistoryStoreError, InboxError, EngineError, ContextTooSmall) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
 

@@ -129,7 +129,8 @@ async def open_core(
         store, inbox = await open_storage(settings, stack, persistent=persistent)
         metrics = Metrics()
         actions = await admin_actions(settings, slot, metrics, stack, follow_exports=follow_exports)
-        manager = ConversationManager(slot, store, conversation_config(settings), shared_turn=shared_turn(inbox))
+        ordered = shared_turn(inbox, settings.reply_deadline_s)
+        manager = ConversationManager(slot, store, conversation_config(settings), shared_turn=ordered)
         core = Core(
             manager,
             admin_policy(settings),
