@@ -225,9 +225,6 @@ class SQLiteInbox:
         self.close()
 
 
-# Transitional: bot/core.py and entry/compose.py still call ``Inbox.open``; remove once they call SQLiteInbox.open.
-
-
 def key_columns(key: ConversationKey) -> tuple[str, str, str]:
     """The (platform, channel, thread) columns of a conversation; no thread is stored as ''."""
     return key.platform, key.channel, key.thread or ""

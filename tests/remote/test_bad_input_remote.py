@@ -1,0 +1,8 @@
+"""The core's bad-input suite (tests/behaviour/test_bad_input.py) with the remote engine."""
+
+from __future__ import annotations
+
+import tests.behaviour.test_bad_input as suite
+from tests.remote.suites import adapter, adopt, engine  # noqa: F401  (pytest collects the fixtures here)
+
+adopt(suite, globals())
