@@ -54,7 +54,6 @@ def load_adapters(settings: Settings) -> list[Adapter]:
 
 def _discord(module: Any, settings: Settings) -> Adapter:
     assert settings.discord_token is not None  # configured_platforms checked it
-    shard_ids = _shard_ids(settings.discord_shard_ids)
     try:
         config = module.DiscordConfig(
             token=settings.discord_token.get_secret_value(),
@@ -63,19 +62,12 @@ def _discord(module: Any, settings: Settings) -> Adapter:
             gateway_url=settings.discord_gateway_url,
             catchup_max_messages=settings.catchup_max_messages,
             shard_count=settings.discord_shard_count,
-            shard_ids=shard_ids,
+            shard_ids=tuple(int(shard) for shard in settings.discord_shard_ids),  # Settings checked they are numbers
         )
     except ValueError as error:  # its messages name the variables (DISCORD_SHARD_COUNT, DISCORD_SHARD_IDS)
         raise SettingsError(str(error)) from None
     adapter: Adapter = module.DiscordAdapter(config)
     return adapter
-
-
-def _shard_ids(items: list[str]) -> tuple[int, ...]:
-    """DISCORD_SHARD_IDS as numbers; a clear message for anything else."""
-    if not all(item.isdigit() for item in items):
-        raise SettingsError("DISCORD_SHARD_IDS: must be shard numbers separated by commas, for example 0,1")
-    return tuple(int(item) for item in items)
 
 
 def _slack(module: Any, settings: Settings) -> Adapter:
