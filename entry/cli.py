@@ -102,11 +102,20 @@ def bench(
     phi3_shape: Annotated[
         bool, typer.Option(help="Also P6: P1-P3 on a Phi-3-mini-shaped model (needs the export extra; minutes).")
     ] = False,
+    engine_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine-url",
+            help="Measure P1/P2 through these model servers (OpenAI-compatible API bases; repeatable or "
+            "comma-separated) instead of llama.cpp's server on loopback.",
+        ),
+    ] = None,
 ) -> None:
     """Measure how the bot serves many people (P1-P5) on the bundled model; write BENCHMARKS.md."""
     settings = settings_or_exit()
+    plan = QUICK if quick else FULL
     try:
-        report = asyncio.run(run_bench(settings, QUICK if quick else FULL, output, phi3_shape=phi3_shape))
+        report = asyncio.run(run_bench(settings, plan, output, phi3_shape=phi3_shape, engine_urls=engine_url or []))
     except (ModelLoadError, EngineError, ExportError) as error:
         typer.echo(f"Benchmark failed: {error}", err=True)
         raise typer.Exit(1) from None

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,10 +33,60 @@ from model.export_options import (
     ExportRequestError,
     build_options,
 )
+from model.manifest import write_json_atomically
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 _REF = REFERENCE_OPTIONS
+OVMS_CONFIG = "config.json"
+OVMS_GRAPH_NAME = "graph.pbtxt"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# deploy/ovms/graph.pbtxt, kept here so that an installed bot can write it (a test keeps the two the same).
+OVMS_GRAPH = """# OpenVINO Model Server graph for the bot's model (Phi-3-mini-4k-instruct, int4, from `bot export`).
+# It lives in the model's directory, beside the exported files, and serves /v3/completions and
+# /v3/chat/completions with continuous batching and prefix caching.  `bot export --for-ovms DIR` writes it.
+input_stream: "HTTP_REQUEST_PAYLOAD:input"
+output_stream: "HTTP_RESPONSE_PAYLOAD:output"
+
+node: {
+  name: "LLMExecutor"
+  calculator: "HttpLLMCalculator"
+  input_stream: "LOOPBACK:loopback"
+  input_stream: "HTTP_REQUEST_PAYLOAD:input"
+  input_side_packet: "LLM_NODE_RESOURCES:llm"
+  output_stream: "LOOPBACK:loopback"
+  output_stream: "HTTP_RESPONSE_PAYLOAD:output"
+  input_stream_info: {
+    tag_index: 'LOOPBACK:0',
+    back_edge: true
+  }
+  node_options: {
+      [type.googleapis.com / mediapipe.LLMCalculatorOptions]: {
+          # Relative to the model's base_path in config.json: the graph sits in the export's directory.
+          models_path: "./",
+          device: "CPU",
+          # The same runtime properties as the bot's in-process engine (BOT_OV_PROPERTIES' default).
+          plugin_config: '{"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}',
+          # A follow-up re-sends its conversation's history: cached KV blocks skip reading it again.
+          enable_prefix_caching: true,
+          # GB of KV cache; Phi-3-mini needs about 0.2 MB per token at u8, so 4 GB keeps ~20,000 tokens.
+          cache_size: 4,
+          # Replies generated together; keep BOT_ENGINE_CAPACITY at or below it.
+          max_num_seqs: 8
+      }
+  }
+  input_stream_handler {
+    input_stream_handler: "SyncSetInputStreamHandler",
+    options {
+      [mediapipe.SyncSetInputStreamHandlerOptions.ext] {
+        sync_set {
+          tag_index: "LOOPBACK:0"
+        }
+      }
+    }
+  }
+}
+"""
 
 
 def _help(name: str) -> str:
@@ -77,11 +131,25 @@ def export(
     smooth_quant_alpha: Annotated[float | None, typer.Option(help=_help("smooth_quant_alpha"))] = None,
     model_kwargs: Annotated[str | None, typer.Option(help=_help("model_kwargs"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print all of optimum-cli's output.")] = False,
+    for_ovms: Annotated[
+        Path | None,
+        typer.Option(
+            "--for-ovms",
+            help="Also place the export where OpenVINO Model Server reads it: DIR/<model name>/ with its "
+            "graph.pbtxt (continuous batching, prefix caching) and DIR/config.json listing it.",
+        ),
+    ] = None,
 ) -> None:
     """Export a checkpoint to OpenVINO (int4 by default), validate it and make it the current model."""
-    arguments = dict(locals())  # every parameter above except these two is an ExportOptions field
+    arguments = dict(locals())  # every parameter above but the last two is an ExportOptions field
     values = {name: value for name, value in arguments.items() if name in ExportOptions.model_fields}
-    run_export(model, values, verbose=verbose)
+    if for_ovms is not None:
+        _refuse_bad_repository(for_ovms)  # before an export that may take an hour
+    result = run_export(model, values, verbose=verbose)
+    if for_ovms is not None:
+        name = ovms_name(model)
+        place_for_ovms(result.path, for_ovms, name, settings_or_exit().device)
+        typer.echo(ovms_instructions(for_ovms, name))
 
 
 def run_export(source: str, values: dict[str, Any], *, verbose: bool = False) -> ExportResult:
@@ -180,3 +248,92 @@ class TerminalProgress:
             self._bar.set_description_str("Done", refresh=False)
             self._bar.set_postfix_str("")
         self._bar.close()
+
+
+class OvmsRepositoryError(ValueError):
+    """The OVMS model repository cannot take the export; ``str()`` says why."""
+
+
+def ovms_name(source: str) -> str:
+    """The name OVMS serves an export under: the checkpoint's last path part (``Phi-3-mini-4k-instruct``)."""
+    return _UNSAFE_NAME.sub("-", Path(source.rstrip("/")).name).strip("-.") or "model"
+
+
+def ovms_graph(device: str) -> str:
+    """The model-server graph for an export, generating on ``device``."""
+    return OVMS_GRAPH.replace('device: "CPU"', f'device: "{device}"')
+
+
+def read_ovms_config(repository: Path) -> dict[str, Any]:
+    """``repository/config.json``, or an empty OVMS configuration when there is none yet."""
+    path = repository / OVMS_CONFIG
+    if repository.exists() and not repository.is_dir():
+        raise OvmsRepositoryError(f"{repository} is not a directory.")
+    if not path.exists():
+        return {"model_config_list": [], "mediapipe_config_list": []}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise OvmsRepositoryError(f"{path} is not a readable JSON file ({error}); fix or remove it.") from None
+    if not isinstance(config, dict) or not isinstance(config.get("mediapipe_config_list", []), list):
+        raise OvmsRepositoryError(f"{path} is not an OVMS configuration (mediapipe_config_list must be a list).")
+    return config
+
+
+def place_for_ovms(export: Path, repository: Path, name: str, device: str = "CPU") -> Path:
+    """Put ``export`` at ``repository/name`` (hard links where possible) with its graph; list it in config.json.
+
+    An earlier model of that name is replaced whole; other models in config.json are kept.
+    """
+    config = read_ovms_config(repository)
+    target = repository / name
+    staging = repository / f".{name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(export, staging, copy_function=_link_or_copy)
+    (staging / OVMS_GRAPH_NAME).write_text(ovms_graph(device), encoding="utf-8")
+    if target.exists():
+        old = repository / f".{name}.replaced"
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old)
+    else:
+        staging.rename(target)
+    entries = [
+        e for e in config.get("mediapipe_config_list", []) if not (isinstance(e, dict) and e.get("name") == name)
+    ]
+    config["mediapipe_config_list"] = [*entries, {"name": name, "base_path": name}]
+    config.setdefault("model_config_list", [])
+    write_json_atomically(repository / OVMS_CONFIG, config)
+    return target
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    # An export never changes once complete, so sharing its files costs no disk; another file system cannot.
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def ovms_instructions(repository: Path, name: str) -> str:
+    """How to serve the placed export with OVMS and point the bot at it."""
+    where = repository.resolve()
+    return "\n".join(
+        [
+            f"Placed for OpenVINO Model Server as {name} in {where} (graph.pbtxt, config.json). Serve it with:",
+            f"  docker run -d --rm -p 8000:8000 -v {where}:/models:ro openvino/model_server:latest "
+            "--rest_port 8000 --config_path /models/config.json",
+            f"or: OVMS_MODELS_DIR={where} docker compose -f deploy/compose.yaml up -d",
+            f"Then run the bot with BOT_ENGINE_URL=http://<host>:8000/v3 BOT_ENGINE_MODEL={name} "
+            f"BOT_MODEL_PATH={where / name}",
+        ]
+    )
+
+
+def _refuse_bad_repository(repository: Path) -> None:
+    try:
+        read_ovms_config(repository)
+    except OvmsRepositoryError as error:
+        typer.echo(f"--for-ovms: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -132,6 +133,8 @@ def _start(model: Path, n_ctx: int, port: int | None, api_key: str | None) -> Ll
     command += ["--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", model.stem]
     # By default a new request cuts the one streaming (it ends early, looking complete): queue them instead.
     command += ["--interrupt_requests", "False"]
+    # Its default is half the cores; the in-process engine uses them all, so a comparison would not be fair.
+    command += ["--n_threads", str(os.cpu_count() or 1)]
     if api_key:
         command += ["--api_key", api_key]
     with log_file:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from bot.manager import ConversationConfig, ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
@@ -18,6 +19,15 @@ P1_THROUGHPUT_TARGET = 4.0
 P1_LAST_TTFT_TARGET = 8.0
 P2_TARGET = 30.0
 OTHER_CONVERSATIONS = 8
+
+
+@dataclass
+class Measured:
+    """The bot's engine's own P1 and P2 timings, kept so that another engine can be compared with them."""
+
+    p1: list[Timed] = field(default_factory=list)
+    p2: Timed | None = None
+    history: list[ChatMessage] = field(default_factory=list)
 
 
 def manager_on(engine: Engine, max_new_tokens: int) -> tuple[ConversationManager, MemoryHistoryStore]:
@@ -46,9 +56,13 @@ def tokens_per_s(replies: Sequence[Timed]) -> float:
     return sum(r.tokens for r in replies) / seconds
 
 
-async def p1_many_at_once(bot: Engine, serial: Engine, max_new_tokens: int) -> list[Figure]:
+async def p1_many_at_once(
+    bot: Engine, serial: Engine, max_new_tokens: int, seen: Measured | None = None
+) -> list[Figure]:
     """Eight conversations asked at once: the bot's engine against a serial ``LLMPipeline``."""
     ours = await all_at_once(bot, max_new_tokens)
+    if seen is not None:
+        seen.p1 = ours
     base = await all_at_once(serial, max_new_tokens)
     ours_rate, base_rate = tokens_per_s(ours), tokens_per_s(base)
     ours_last, base_last = max(r.ttft_s for r in ours), max(r.ttft_s for r in base)
@@ -84,11 +98,15 @@ async def follow_up_ttft(engine: Engine, history: Sequence[ChatMessage], max_new
     return first, await timed_reply(manager, key, FOLLOW_UP)
 
 
-async def p2_follow_up(bot: Engine, serial: Engine, history_tokens: int, max_new_tokens: int) -> list[Figure]:
+async def p2_follow_up(
+    bot: Engine, serial: Engine, history_tokens: int, max_new_tokens: int, seen: Measured | None = None
+) -> list[Figure]:
     """A follow-up with a long history after interleaving: the bot's engine against a re-prefill."""
     history = await long_history(bot.count_tokens, history_tokens)
     counted = sum([await bot.count_tokens(m.content) for m in history])
     ours_first, ours = await follow_up_ttft(bot, history, max_new_tokens)
+    if seen is not None:
+        seen.p2, seen.history = ours, history
     _, base = await follow_up_ttft(serial, history, max_new_tokens)
     return [
         Figure(

@@ -7,15 +7,16 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.settings import Settings
-from entry.bench.concurrency import p1_many_at_once, p2_follow_up, warm_up
+from entry.bench.concurrency import Measured, p1_many_at_once, p2_follow_up, warm_up
 from entry.bench.decode import p4_decode
 from entry.bench.overhead import p3_overhead
 from entry.bench.phi3_shape import p6_phi3_shape
+from entry.bench.remote import remote_figures, split_urls
 from entry.bench.report import Figure, Report
 from entry.compose import engine_loader
 from model.bundled import ensure_bundled_model
@@ -72,8 +73,8 @@ async def load_bot_engine(settings: Settings, model: Path, extra: Mapping[str, s
     return engine
 
 
-async def serving_figures(settings: Settings, model: Path, plan: Plan) -> list[Figure]:
-    """P1-P3: the bot's engine and a serial ``LLMPipeline``, loaded side by side."""
+async def serving_figures(settings: Settings, model: Path, plan: Plan, seen: Measured | None = None) -> list[Figure]:
+    """P1-P3: the bot's engine and a serial ``LLMPipeline``, loaded side by side; ``seen`` keeps the bot's timings."""
     bot = await load_bot_engine(settings, model)
     serial: Engine = await asyncio.to_thread(
         load_engine, model, settings.device, settings.runtime_properties(), settings.context_size
@@ -81,13 +82,20 @@ async def serving_figures(settings: Settings, model: Path, plan: Plan) -> list[F
     try:
         for engine in (bot, serial):
             await warm_up(engine)
-        figures = await p1_many_at_once(bot, serial, plan.p1_tokens)
-        figures += await p2_follow_up(bot, serial, plan.history_tokens, plan.p2_tokens)
+        figures = await p1_many_at_once(bot, serial, plan.p1_tokens, seen)
+        figures += await p2_follow_up(bot, serial, plan.history_tokens, plan.p2_tokens, seen)
         figures += await p3_overhead(bot, plan.p3_rounds, plan.p3_tokens)
         return figures
     finally:
         await bot.aclose()
         await serial.aclose()
+
+
+def beside(figures: list[Figure], more: list[Figure], *, after: str) -> list[Figure]:
+    """``figures`` with ``more`` placed right after the last figure keyed ``after`` (at the end if none is)."""
+    keys = [figure.key for figure in figures]
+    at = len(keys) - keys[::-1].index(after) if after in keys else len(keys)
+    return [*figures[:at], *more, *figures[at:]]
 
 
 def memory_figures(settings: Settings, model: Path, plan: Plan) -> list[Figure]:
@@ -126,11 +134,23 @@ def memory_figures(settings: Settings, model: Path, plan: Plan) -> list[Figure]:
     ]
 
 
-async def run_bench(settings: Settings, plan: Plan, output: Path, *, phi3_shape: bool = False) -> Report:
-    """Measure everything on the bundled model (and P6 when asked) and write the report to ``output``."""
+async def run_bench(
+    settings: Settings, plan: Plan, output: Path, *, phi3_shape: bool = False, engine_urls: Sequence[str] = ()
+) -> Report:
+    """Measure everything on the bundled model (and P6 when asked) and write the report to ``output``.
+
+    P1 and P2 are also measured through a model server: ``engine_urls`` (each may be comma-separated), or
+    else llama.cpp's server started on loopback with the same GGUF.
+    """
+    server_settings = settings
+    # The in-process figures measure the bot's own engine, even where BOT_ENGINE_URL names servers.
+    settings = settings.model_copy(update={"engine_url": []})
     model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
     report = Report(model=model.stem, engine=settings.engine, mode=plan.name)
-    report.add(*await serving_figures(settings, model, plan))
+    seen = Measured()
+    serving = await serving_figures(settings, model, plan, seen)
+    remote = await remote_figures(server_settings, model, split_urls(engine_urls), seen, plan.p1_tokens, plan.p2_tokens)
+    report.add(*beside(serving, remote, after="P2"))
     decode, variants = await p4_decode(
         lambda extra: load_bot_engine(settings, model, extra), model, plan.p4_tokens, plan.p4_rounds, plan.p4_variants
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -16,8 +17,10 @@ from bot.manager import Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
 from entry.compose import export_service
-from entry.export_cli import export
-from model.manifest import current_export, read_manifest
+from entry.export_cli import export, place_for_ovms
+from model.export import ExportResult
+from model.loader import load_engine
+from model.manifest import current_export, manifest_problem, read_manifest
 from model.openvino_engine import OpenVINOEngine
 from model.slot import EngineSlot
 from model.switcher import ModelSwitcher, follow_current_export
@@ -117,3 +120,35 @@ async def test_admin_export_without_the_extra_says_what_to_install(
     assert "pip install -e '.[export]'" in answer
     assert f"The current model ({engine.info.name}) keeps answering." in answer
     assert not old.released
+
+
+# --- `bot export --for-ovms DIR` ---------------------------------------------------------------------------
+
+
+async def test_export_is_placed_where_ovms_reads_it_beside_other_models(exported: ExportResult, tmp_path: Path) -> None:
+    repository = tmp_path / "ovms"
+    repository.mkdir()
+    other = {"name": "other", "base_path": "other"}
+    (repository / "config.json").write_text(json.dumps({"mediapipe_config_list": [other]}), encoding="utf-8")
+    for _ in range(2):  # placing it again replaces the earlier copy
+        target = place_for_ovms(exported.path, repository, "Phi-3-mini-4k-instruct", "CPU")
+    assert target == repository / "Phi-3-mini-4k-instruct"
+    config = json.loads((repository / "config.json").read_text(encoding="utf-8"))
+    assert config["mediapipe_config_list"] == [other, {"name": target.name, "base_path": target.name}]
+    assert "enable_prefix_caching: true" in (target / "graph.pbtxt").read_text(encoding="utf-8")
+    assert sorted(p.name for p in repository.iterdir()) == ["Phi-3-mini-4k-instruct", "config.json"]
+    assert manifest_problem(target) is None  # every exported file is there, unchanged
+    engine = load_engine(target, "CPU", RUNTIME)  # the bot loads its tokenizer from the same directory
+    assert await engine.count_tokens("Hello") > 0
+    await engine.aclose()
+
+
+def test_for_ovms_refuses_a_broken_config_before_exporting(tmp_path: Path) -> None:
+    repository = tmp_path / "ovms"
+    repository.mkdir()
+    (repository / "config.json").write_text("{not json", encoding="utf-8")
+    result = CliRunner().invoke(_APP, ["--model", str(tmp_path / "checkpoint"), "--for-ovms", str(repository)])
+    assert result.exit_code == 2
+    assert f"--for-ovms: {repository / 'config.json'} is not a readable JSON file" in result.output
+    assert (repository / "config.json").read_text(encoding="utf-8") == "{not json"  # left as it was
+    assert not (tmp_path / "data").exists()
