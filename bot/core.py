@@ -42,6 +42,7 @@ from bot.ordering import Place
 from bot.streaming import MARK_TIMEOUT_S, stream_to_sink
 from bot.surface import Kind, KindSink, Surface, SurfaceUnavailable
 from bot.text_input import clean_incoming
+from bot.threads import ThreadMap
 from bot.trimming import ContextTooSmall
 from bot.types import ConversationKey, Identity, Incoming
 from model.engine import EngineError
@@ -110,6 +111,11 @@ class Core:
     def lineup(self) -> Lineup:
         """The line for generation slots every reply joins once its conversation's turn comes (read it, not join)."""
         return self._lineup
+
+    @property
+    def threads(self) -> ThreadMap:
+        """The platform threads the bot follows, shared with every process using the same history."""
+        return self.manager.threads
 
     @property
     def in_flight(self) -> int:

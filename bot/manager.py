@@ -22,6 +22,7 @@ from bot.guard import guard_for
 from bot.lineup import Lineup, Ticket, first_of
 from bot.ordering import ArrivalOrder, Place
 from bot.store import HistoryStore
+from bot.threads import ThreadMap
 from bot.trimming import ContextTooSmall, FittedPrompt, Render, fit_prompt
 from bot.types import Attachment, ConversationKey, Said
 from model.engine import ChatMessage, Engine, GenerationParams, ReplyStats, TokenStream
@@ -211,6 +212,11 @@ class ConversationManager:
     def model_name(self) -> str:
         """Name of the model that answers new messages."""
         return self._engines.current.info.name
+
+    @property
+    def threads(self) -> ThreadMap:
+        """The platform threads the bot follows, kept with the history (shared by the processes sharing it)."""
+        return self._store.threads
 
     @property
     def kv_cache_use(self) -> float | None:

@@ -1,7 +1,7 @@
 """Conversation history, personas and feedback in PostgreSQL, shared by several bot processes.
 
-The same meaning as ``bot.store.SQLiteHistoryStore`` (schema v3: authors, interrupted
-turns, retention by turns and by age), on psycopg 3's async connections from a
+The same meaning as ``bot.store.SQLiteHistoryStore`` (schema v4: authors, interrupted
+turns, followed threads, retention by turns and by age), on psycopg 3's async connections from a
 ``psycopg_pool.AsyncConnectionPool``.  Unlike SQLite, an append and its trim share one
 transaction: PostgreSQL locks rows, not the database, so nothing else waits on it.
 The schema comes from the versioned migrations (``bot.pg_migrate``).
@@ -19,8 +19,17 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.channel_store import Feedback
-from bot.pg_migrate import CONNECT_TIMEOUT_S, MigrationError, connect, connection_problem, describe, migrate
+from bot.pg_migrate import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_OPTIONS,
+    MigrationError,
+    connect,
+    connection_problem,
+    describe,
+    migrate,
+)
 from bot.store import AGE_PRUNE_INTERVAL_S, ConversationSummary, HistoryStoreError, Retention, StoredTurn
+from bot.threads import PRUNE_INTERVAL_S, ThreadMapError, conversation_of, stale_before
 from bot.types import ConversationKey
 from model.engine import ChatMessage
 
@@ -52,6 +61,7 @@ class PostgresHistoryStore:
         self.retention = retention
         self._clock = clock
         self._next_age_prune = clock()
+        self._threads = PostgresThreadMap(pool, clock)
 
     @classmethod
     async def open(
@@ -70,7 +80,9 @@ class PostgresHistoryStore:
             min_size=1,
             max_size=POOL_SIZE,
             open=False,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": True},
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": True, **CONNECTION_OPTIONS},
+            # A connection broken by a server restart is replaced before use, not failed in a reply.
+            check=AsyncConnectionPool.check_connection,
         )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
@@ -158,9 +170,19 @@ class PostgresHistoryStore:
         )
         return Feedback(int(rows[0][0]), int(rows[0][1]))
 
+    @property
+    def threads(self) -> PostgresThreadMap:
+        """The followed threads, in this database (shared by every bot process using it)."""
+        return self._threads
+
     async def prune(self, *, dry_run: bool = False) -> int:
-        """Apply the retention to every conversation now; return how many turns went (or would go)."""
+        """Apply the retention to every conversation now; return how many turns went (or would go).
+
+        Also forgets the threads not followed for ``bot.threads.FOLLOW_DAYS`` (not counted).
+        """
         now = self._clock()
+        if not dry_run:
+            await self._threads.prune()
         conditions: list[str] = []
         parameters: dict[str, Any] = {}
         if self.retention.max_turns is not None:
@@ -223,6 +245,61 @@ class PostgresHistoryStore:
         async with self._pool.connection() as connection:
             cursor = await connection.execute(query, parameters)
             return cursor.rowcount
+
+
+class PostgresThreadMap:
+    """Followed threads (``bot.threads.ThreadMap``) in PostgreSQL: one row per thread, upserted."""
+
+    def __init__(self, pool: _Pool, clock: Callable[[], float] = time.time) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._next_prune = clock() + PRUNE_INTERVAL_S  # opening the store prunes first
+
+    async def follow(self, platform: str, channel: str, thread: str, key: ConversationKey) -> None:
+        """Follow ``thread`` from now on, continuing ``key``; at most hourly, forget the stale threads."""
+        now = self._clock()
+        try:
+            async with self._pool.connection() as connection:
+                await connection.execute(
+                    "INSERT INTO followed_threads (platform, channel, thread, conversation_channel,"
+                    " conversation_thread, followed_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (platform, channel, thread) DO UPDATE SET"
+                    " conversation_channel = EXCLUDED.conversation_channel,"
+                    " conversation_thread = EXCLUDED.conversation_thread, followed_at = EXCLUDED.followed_at",
+                    (platform, channel, thread, key.channel, key.thread or "", now),
+                )
+            if now >= self._next_prune:
+                await self.prune()
+        except (psycopg.Error, PoolTimeout) as error:
+            raise ThreadMapError(f"Cannot record a followed thread: {_one_line(error)}") from None
+
+    async def followed(self, platform: str, channel: str, thread: str) -> ConversationKey | None:
+        """The conversation ``thread`` continues, or ``None``."""
+        try:
+            async with self._pool.connection() as connection:
+                cursor = await connection.execute(
+                    "SELECT conversation_channel, conversation_thread FROM followed_threads"
+                    " WHERE platform = %s AND channel = %s AND thread = %s",
+                    (platform, channel, thread),
+                )
+                row = await cursor.fetchone()
+        except (psycopg.Error, PoolTimeout) as error:
+            raise ThreadMapError(f"Cannot read the followed threads: {_one_line(error)}") from None
+        return None if row is None else conversation_of(platform, row[0], row[1])
+
+    async def prune(self) -> int:
+        """Forget the threads not followed for ``FOLLOW_DAYS``; return how many went."""
+        now = self._clock()
+        self._next_prune = now + PRUNE_INTERVAL_S
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM followed_threads WHERE followed_at < %s", (stale_before(now),)
+            )
+            return cursor.rowcount
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 async def _migrated(url: str) -> None:

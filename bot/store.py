@@ -19,12 +19,13 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.channel_store import CHANNEL_TABLES, ChannelData, Feedback
+from bot.threads import THREAD_TABLES, MemoryThreadMap, SQLiteThreadMap, ThreadMap
 from bot.types import ConversationKey
 from model.engine import ChatMessage
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 AGE_PRUNE_INTERVAL_S = 3600.0
 _DAY_S = 86400.0
 _KEY = "platform = :platform AND channel = :channel AND thread = :thread"
@@ -125,6 +126,10 @@ class HistoryStore(Protocol):
     async def feedback(self, key: ConversationKey) -> Feedback:
         """The ratings of replies in ``key``'s channel (its threads included)."""
 
+    @property
+    def threads(self) -> ThreadMap:
+        """The platform threads the bot follows, kept with the history (shared by the processes sharing it)."""
+
     async def close(self) -> None:
         """Flush and release the store."""
 
@@ -141,6 +146,7 @@ class SQLiteHistoryStore:
         self._clock = clock
         self._next_age_prune = clock()  # the first append prunes by age unless open already did
         self._channels = ChannelData(connection, clock)
+        self._threads = SQLiteThreadMap(connection, clock)
 
     @classmethod
     async def open(
@@ -196,7 +202,7 @@ class SQLiteHistoryStore:
             if "author" not in columns:  # versions 1-2 kept no authors: those turns stay unnamed
                 for column in _ADD_AUTHOR:
                     await self._db.execute(column)
-            for table in CHANNEL_TABLES:
+            for table in (*CHANNEL_TABLES, *THREAD_TABLES):  # version 3 had no followed threads
                 await self._db.execute(table)
             for index in _INDEXES:
                 await self._db.execute(index)
@@ -255,9 +261,19 @@ class SQLiteHistoryStore:
         """The ratings of replies in ``key``'s channel (its threads included)."""
         return await self._channels.feedback(key)
 
+    @property
+    def threads(self) -> SQLiteThreadMap:
+        """The followed threads, in this file."""
+        return self._threads
+
     async def prune(self, *, dry_run: bool = False) -> int:
-        """Apply the retention to every conversation now; return how many turns went (or would go)."""
+        """Apply the retention to every conversation now; return how many turns went (or would go).
+
+        Also forgets the threads not followed for ``bot.threads.FOLLOW_DAYS`` (not counted).
+        """
         now = self._clock()
+        if not dry_run:
+            await self._threads.prune()
         conditions: list[str] = []
         parameters: dict[str, Any] = {}
         if self.retention.max_turns is not None:
@@ -329,6 +345,7 @@ class MemoryHistoryStore:
         self._turns: dict[ConversationKey, list[ChatMessage]] = {}
         self._personas: dict[tuple[str, str], str] = {}
         self._ratings: dict[tuple[str, str, str, str], bool] = {}
+        self._threads = MemoryThreadMap()
 
     async def append(self, key: ConversationKey, message: ChatMessage, *, interrupted: bool = False) -> None:
         """Add one turn; whether it was interrupted is not kept, as nothing reads it back from memory."""
@@ -361,6 +378,11 @@ class MemoryHistoryStore:
         """The ratings of replies in ``key``'s channel."""
         ratings = [v for (p, c, _, _), v in self._ratings.items() if (p, c) == (key.platform, key.channel)]
         return Feedback(sum(ratings), len(ratings) - sum(ratings))
+
+    @property
+    def threads(self) -> MemoryThreadMap:
+        """The followed threads, in memory (one process)."""
+        return self._threads
 
     async def close(self) -> None:
         """Forget everything."""

@@ -22,7 +22,7 @@ from adapters.slack.catchup import CatchUp
 from adapters.slack.connection import SlackConfig, connect, identify, web_client
 from adapters.slack.files import attachments
 from adapters.slack.people import People
-from adapters.slack.state import FollowedThreads
+from adapters.slack.state import SharedThreads
 from adapters.slack.surfaces import CommandSurface, ThreadSurface
 from adapters.slack.translate import (
     COMMANDS,
@@ -94,7 +94,8 @@ class Listeners:
         self._client = client
         self._bot_user_id = bot_user_id
         self._config = config
-        self._threads = FollowedThreads()
+        # Followed threads are shared with this app's other processes through the history database.
+        self._threads = SharedThreads(core.threads)
         budget = EditBudget(config.edit_interval_s, config.edits_per_minute / 60)
         self._pacing = Pacing(budget, config.message_limit)
         self._people = People(client)
@@ -141,16 +142,20 @@ class Listeners:
         return await next()
 
     async def _on_event(self, event: dict[str, Any]) -> None:
+        message = to_message(event, self._bot_user_id)
+        if message is None:
+            return
+        # A thread another process answered (a shared map's ThreadMapError leaves the event for Slack to retry).
+        followed = await self._followed(message)
         addressed = is_addressed(
             event,
             mentioned=event.get("type") == "app_mention",
             watched_channels=self._config.channels,
-            follows_thread=self._threads.follows,
+            follows_thread=lambda _channel, _thread: followed is not None,
         )
-        message = to_message(event, self._bot_user_id) if addressed else None
         personal = event.get("type") == "app_mention" or event.get("channel_type") == "im"
         # A file without a caption in a watched channel or thread is no question; a bare mention or DM gets help.
-        if message is None or not (message.text or personal):
+        if not addressed or not (message.text or personal):
             return
         if message.thread_ts != message.ts and is_summary_request(message.text):
             # "@bot summarize" in a thread: as the "Summarize this thread" shortcut, once. Its app_mention
@@ -161,17 +166,31 @@ class Listeners:
                 )
             return
         # A followed thread goes on with its conversation (a /ask thread: the channel's); follow this one from now on.
-        thread = (message.channel, message.thread_ts)
-        key = self._threads[thread] = self._threads.recall(thread) or message.key
+        key = followed or message.key
+        share = self._threads.remember(message.channel, message.thread_ts, key)
         surface = ThreadSurface(self._client, message.channel, message.thread_ts, self._pacing)
         # Recorded before this listener returns, so before Bolt acknowledges the event (process_before_response);
         # the core's inbox answers the message once, whether a retry or app_mention + message repeat it.
         # Names are looked up first, yet messages of one conversation reach the core in the order they came.
         await self._order.hand_over(
             key,
-            self._named(event, message, key),
+            self._prepared(event, message, key, share=share),
             lambda incoming: self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}"),
         )
+
+    async def _followed(self, message: SlackMessage) -> ConversationKey | None:
+        """The conversation a reply's thread continues, if followed; a top-level message starts its own thread."""
+        if message.thread_ts == message.ts:
+            return self._threads.recall(message.channel, message.thread_ts)
+        return await self._threads.lookup(message.channel, message.thread_ts)
+
+    async def _prepared(
+        self, event: dict[str, Any], message: SlackMessage, key: ConversationKey, *, share: bool
+    ) -> Incoming:
+        """The message for the core, once the other processes know its thread (when ``share``: new here)."""
+        if share:  # a ThreadMapError leaves the event unacknowledged, for Slack to deliver again
+            await self._threads.share(message.channel, message.thread_ts, key)
+        return await self._named(event, message, key)
 
     async def translate(self, event: dict[str, Any]) -> Incoming | None:
         """A message event as the core's ``Incoming``, with display names and files (also for the assistant view)."""
@@ -192,7 +211,7 @@ class Listeners:
         channel, _, thread_ts = (left.reply_to or "").partition(" ")
         if not channel or not thread_ts:
             return None
-        self._threads[channel, thread_ts] = left.message.key
+        await self._threads.follow(channel, thread_ts, left.message.key)
         return ThreadSurface(self._client, channel, thread_ts, self._pacing)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:

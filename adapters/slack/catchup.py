@@ -22,12 +22,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.handover import HandOver
 from adapters.slack.people import People, api_error
-from adapters.slack.state import FollowedThreads
+from adapters.slack.state import SharedThreads
 from adapters.slack.surfaces import ThreadSurface
 from adapters.slack.translate import PLATFORM, clean_text, mentioned_users
 from bot.attribution import UNKNOWN, with_files
 from bot.core import Core
 from bot.surface import Pacing
+from bot.threads import ThreadMapError
 from bot.types import ConversationKey, Identity, Incoming, Said
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class CatchUp:
         client: AsyncWebClient,
         people: People,
         order: HandOver,
-        threads: FollowedThreads,
+        threads: SharedThreads,
         pacing: Pacing,
         *,
         bot_user_id: str,
@@ -202,8 +203,7 @@ class CatchUp:
         ``before``: the ts of a typed request, read only up to it. A thread the bot cannot read gets the
         asker a message only they see, saying what to do.
         """
-        thread = (channel, thread_ts)
-        key = self._threads.recall(thread) or ConversationKey(PLATFORM, channel, thread_ts)
+        key = await self._conversation(channel, thread_ts)
 
         async def prepare() -> Incoming | CannotRead:
             try:
@@ -226,12 +226,23 @@ class CatchUp:
             if isinstance(prepared, CannotRead):
                 return prepared
             self._core.submit(prepared, ThreadSurface(self._client, channel, thread_ts, self._pacing))
-            self._threads[thread] = key  # replies in the thread go on with this conversation
+            self._threads.remember(channel, thread_ts, key)  # replies in the thread go on with this conversation
             return None
 
         refused = await self._order.hand_over(key, prepare(), submit)
         if refused is not None:
             await self._tell(channel, user, refused.error)
+        else:
+            await self._threads.follow(channel, thread_ts, key)  # and so do those other processes receive
+
+    async def _conversation(self, channel: str, thread_ts: str) -> ConversationKey:
+        """The conversation a followed thread continues (perhaps followed by another process), else its own."""
+        try:
+            followed = await self._threads.lookup(channel, thread_ts)
+        except ThreadMapError as error:  # the catch-up is acknowledged already: answered in the thread's own
+            log.warning("Cannot tell whether thread %s in %s is followed: %s", thread_ts, channel, error)
+            followed = None
+        return followed or ConversationKey(PLATFORM, channel, thread_ts)
 
     async def _tell(self, channel: str, user: str, error: str) -> None:
         log.info("Could not read a thread in %s for a catch-up: %s", channel, error)

@@ -12,7 +12,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from slack_sdk.webhook.webhook_response import WebhookResponse
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
-from adapters.slack.state import FollowedThreads
+from adapters.slack.state import SharedThreads
 from bot.surface import Kind, Pacing, SurfaceUnavailable
 from bot.types import Incoming
 
@@ -80,7 +80,7 @@ class CommandSurface(_SlackSurface):
     """
 
     def __init__(
-        self, client: AsyncWebClient, command: Incoming, respond: AsyncRespond, pacing: Pacing, threads: FollowedThreads
+        self, client: AsyncWebClient, command: Incoming, respond: AsyncRespond, pacing: Pacing, threads: SharedThreads
     ) -> None:
         super().__init__(client, pacing)
         self._command = command
@@ -127,7 +127,7 @@ class CommandSurface(_SlackSurface):
             reason = str(error.response.get("error"))
             await self._post_response(CANNOT_POST.format(error=escape(reason)))
             raise SurfaceUnavailable(f"cannot post in {command.key.channel}: {reason}") from error
-        self._threads[top.channel, ts] = command.key
+        await self._threads.follow(top.channel, ts, command.key)  # its replies go on with the channel's
         self._thread = ThreadSurface(self._client, top.channel, ts, self.pacing)
         return self._thread
 
