@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.manager import Reply
 from bot.metrics import Metrics, Outcome
+from bot.reply import Reply
 from bot.types import Incoming
 
 replies_log = logging.getLogger("bot.replies")

@@ -14,7 +14,8 @@ from bot.commands import (
     format_channel,
     format_stats,
 )
-from bot.manager import ConversationManager, PendingReset
+from bot.manager import ConversationManager
+from bot.reply import PendingReset
 from bot.streaming import LiveMessages
 from bot.surface import Kind, KindSink, Surface
 from bot.types import ConversationKey, Identity, Incoming

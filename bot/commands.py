@@ -107,3 +107,14 @@ def kept_for_restart(message: Incoming, command: Command) -> bool:
     Files and threads are read through the platform when the message arrives; a restart asks for it again.
     """
     return command.name in CHAT_COMMANDS and bool(command.argument) and not (message.attachments or message.context)
+
+
+# What a restart tells the people whose messages it cut short or left unanswered.
+RESTARTED_NOTE = "The bot restarted before answering this message; answering it now."
+RESTARTING = "The bot is restarting; it will answer this message when it is back."
+RESTARTING_ASK_AGAIN = "The bot is restarting; please ask again in a minute."
+ASK_AGAIN = "The bot restarted and this message is too old to answer now; please ask again."
+SEND_AGAIN = (
+    "The bot restarted before answering this message; please send it again "
+    "(files and threads are read when a message arrives)."
+)

@@ -23,9 +23,14 @@ from bot.admin import AdminActions, AdminPolicy
 from bot.admission import Admission, AdmissionLimits
 from bot.command_answers import CommandAnswers
 from bot.commands import (
+    ASK_AGAIN,
     CHAT_COMMANDS,
     FAILED,
     HELP_TEXT,
+    RESTARTED_NOTE,
+    RESTARTING,
+    RESTARTING_ASK_AGAIN,
+    SEND_AGAIN,
     STOPPING,
     Command,
     answer_without_question,
@@ -36,9 +41,10 @@ from bot.commands import (
 from bot.health import Health
 from bot.inbox import Inbox, InboxError, SQLiteInbox, Unfinished
 from bot.lineup import Lineup
-from bot.manager import ConversationManager, Reply
+from bot.manager import ConversationManager
 from bot.metrics import Metrics, Outcome
 from bot.ordering import Place
+from bot.reply import Reply
 from bot.streaming import MARK_TIMEOUT_S, stream_to_sink
 from bot.surface import Kind, KindSink, Surface, SurfaceUnavailable
 from bot.text_input import clean_incoming
@@ -54,14 +60,6 @@ EXPLAINED_FAILURES = (EngineError, ContextTooSmall)
 DEFAULT_STOP_GRACE_S = 10.0
 
 DEFAULT_RESTART_WINDOW_S = 900.0
-RESTARTED_NOTE = "The bot restarted before answering this message; answering it now."
-RESTARTING = "The bot is restarting; it will answer this message when it is back."
-RESTARTING_ASK_AGAIN = "The bot is restarting; please ask again in a minute."
-ASK_AGAIN = "The bot restarted and this message is too old to answer now; please ask again."
-SEND_AGAIN = (
-    "The bot restarted before answering this message; please send it again "
-    "(files and threads are read when a message arrives)."
-)
 
 Work = Callable[[], Awaitable[object]]
 # How an adapter finds the place to answer a message recorded by an earlier run (None: it is gone).

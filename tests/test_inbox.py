@@ -7,7 +7,8 @@ import asyncio
 from adapters.memory import MemorySurface
 from bot.admin import AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
-from bot.core import ASK_AGAIN, RESTARTED_NOTE, RESTARTING, SEND_AGAIN, Core
+from bot.commands import ASK_AGAIN, RESTARTED_NOTE, RESTARTING, SEND_AGAIN
+from bot.core import Core
 from bot.inbox import DONE_KEPT_S, Inbox, SQLiteInbox, Unfinished
 from bot.manager import ConversationManager
 from bot.store import MemoryHistoryStore

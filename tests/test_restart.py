@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.slack.mrkdwn import escape
-from bot.core import RESTARTED_NOTE, RESTARTING
+from bot.commands import RESTARTED_NOTE, RESTARTING
 from bot.streaming import INTERRUPTED_MARK
 from tests.slack.conftest import USER
 from tests.slack.standin import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SlackStandIn, message_event

@@ -19,8 +19,8 @@ from aiohttp import web
 from adapters.discord import DiscordAdapter, DiscordConfig
 from bot.admin import AdminPolicy, NoAdminActions
 from bot.admission import Admission, AdmissionLimits
-from bot.commands import HELP_TEXT
-from bot.core import ASK_AGAIN, RESTARTED_NOTE, Core
+from bot.commands import ASK_AGAIN, HELP_TEXT, RESTARTED_NOTE
+from bot.core import Core
 from bot.inbox import SQLiteInbox
 from bot.manager import ConversationManager
 from bot.store import MemoryHistoryStore

@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bot.manager import Reply
+from bot.reply import Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
 from entry.compose import export_service

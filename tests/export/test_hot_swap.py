@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.manager import ConversationManager, Reply
+from bot.manager import ConversationManager
+from bot.reply import Reply
 from bot.types import ConversationKey
 from model.export import ExportResult
 from model.loader import load_process_engine

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.admin import AdminActions
-from bot.manager import ConversationManager, Reply
+from bot.manager import ConversationManager
+from bot.reply import Reply
 from bot.settings import Settings
 from bot.types import ConversationKey
 from entry.compose import export_service
