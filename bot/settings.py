@@ -179,6 +179,13 @@ class Settings(BaseSettings):
     slack_admin_ids: IdList = _platform("SLACK_ADMIN_IDS", default=[])
     slack_channels: IdList = _platform("SLACK_CHANNELS", default=[])
     slack_api_url: str = _platform("SLACK_API_URL", default="https://slack.com/api/")
+    slack_edits_per_minute: float = Field(
+        default=50.0,
+        gt=0,
+        le=6000,
+        validation_alias=AliasChoices("SLACK_EDITS_PER_MINUTE", "slack_edits_per_minute"),
+        description="Posts and edits this process makes a minute, all channels together (Slack's Tier 3).",
+    )
     slack_assistant_greeting: str = _platform(
         "SLACK_ASSISTANT_GREETING", default="Hi! Ask me anything, or attach a text file for me to read."
     )

@@ -91,6 +91,7 @@ def _slack(module: Any, settings: Settings) -> Adapter:
         catchup_max_messages=settings.catchup_max_messages,
         assistant_greeting=settings.slack_assistant_greeting,
         suggested_prompts=tuple(settings.slack_suggested_prompts),
+        edits_per_minute=settings.slack_edits_per_minute,
     )
     adapter: Adapter = module.SlackAdapter(config)
     return adapter

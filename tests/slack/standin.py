@@ -59,6 +59,8 @@ class Posted:
     ts: str
     thread_ts: str | None
     texts: list[str]
+    # When each of ``texts`` was shown (monotonic clock): tells the order of messages that were edited later.
+    shown_at: list[float] = field(default_factory=lambda: [time.monotonic()])
 
     @property
     def text(self) -> str:
@@ -88,6 +90,13 @@ class SlackStandIn:
         self.timeline: list[Posted] = []
         self.sockets_opened = 0
         self._socket: web.WebSocketResponse | None = None
+        # Every open Socket Mode connection by its number (0 for the first ever opened), and the envelopes sent
+        # over each; Slack spreads events over an app's connections, so several processes share the load.
+        self.connections: dict[int, web.WebSocketResponse] = {}
+        self.delivered: dict[str, int] = {}
+        self._retiring: set[int] = set()  # asked to disconnect: no new envelopes go there
+        self._turn = itertools.count()
+        self._numbers = itertools.count()
         self._faults = FaultPlan()
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
@@ -113,8 +122,8 @@ class SlackStandIn:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._socket is not None:
-            await self._socket.close()
+        for socket in list(self.connections.values()):
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -142,12 +151,23 @@ class SlackStandIn:
         """How many times each Web API method was called, failed calls included."""
         return Counter(call.method for call in self.calls)
 
-    async def send_event(self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0) -> str:
-        """Deliver an Events API event over the socket; return the envelope id."""
+    async def send_event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        connection: int | None = None,
+    ) -> str:
+        """Deliver an Events API event over a socket; return the envelope id.
+
+        ``connection``: over that open connection (by its number); ``None``: the next one in turn.
+        """
         payload = event_payload(event, event_id or f"Ev{uuid.uuid4().hex[:10].upper()}")
         return await self._send_envelope(
             "events_api",
             payload,
+            connection=connection,
             retry_attempt=retry_attempt,
             retry_reason="timeout" if retry_attempt else "",
             accepts_response_payload=False,
@@ -165,7 +185,14 @@ class SlackStandIn:
     async def send_disconnect(self) -> None:
         """Ask the app to move to a new connection, as Slack does every few hours."""
         socket = await self.wait_for(lambda: self._socket, limit_s=10)
+        self._retiring.update(number for number, open_ in self.connections.items() if open_ is socket)
         await socket.send_str(json.dumps({"type": "disconnect", "reason": "refresh_requested"}))
+
+    async def wait_connections(self, count: int, limit_s: float = 20.0) -> list[int]:
+        """Wait until at least ``count`` Socket Mode connections are open; return their numbers, oldest first."""
+        return await self.wait_for(
+            lambda: sorted(self.connections) if len(self.connections) >= count else None, limit_s
+        )
 
     @property
     def socket_open(self) -> bool:
@@ -297,21 +324,27 @@ class SlackStandIn:
         if not text.strip():
             return {"ok": False, "error": "no_text"}
         posted.texts.append(text)
+        posted.shown_at.append(time.monotonic())
         return {"ok": True, "channel": posted.channel, "ts": posted.ts, "text": text}
 
     async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        hello = {"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID}}
+        hello = {"type": "hello", "num_connections": len(self.connections) + 1, "connection_info": {"app_id": APP_ID}}
         await socket.send_str(json.dumps(hello))
+        number = next(self._numbers)
 
         def opened() -> None:
             self._socket = socket
+            self.connections[number] = socket
             self.sockets_opened += 1
 
         def closed() -> None:
+            self.connections.pop(number, None)
+            self._retiring.discard(number)
             if self._socket is socket:
-                self._socket = None
+                # The newest connection still open (if any) is the one a disconnect request goes to.
+                self._socket = self.connections[max(self.connections)] if self.connections else None
 
         await self._record(opened)
         async for message in socket:
@@ -335,17 +368,29 @@ class SlackStandIn:
             earlier = [p for p in self.timeline if p.channel == url]
             if body.get("replace_original") and earlier:
                 earlier[-1].texts.append(str(body.get("text") or ""))
+                earlier[-1].shown_at.append(time.monotonic())
             else:
                 self.timeline.append(Posted(url, str(len(self.responses)), None, [str(body.get("text") or "")]))
 
         await self._record(store)
         return web.Response(text="ok")
 
-    async def _send_envelope(self, kind: str, payload: dict[str, Any], **extra: Any) -> str:
-        socket = await self.wait_for(lambda: self._socket, limit_s=10)
+    async def _send_envelope(
+        self, kind: str, payload: dict[str, Any], *, connection: int | None = None, **extra: Any
+    ) -> str:
+        number = await self.wait_for(lambda: self._connection_for(connection), limit_s=10)
         envelope_id = str(uuid.uuid4())
-        await socket.send_str(json.dumps({"envelope_id": envelope_id, "payload": payload, "type": kind, **extra}))
+        self.delivered[envelope_id] = number
+        message = {"envelope_id": envelope_id, "payload": payload, "type": kind, **extra}
+        await self.connections[number].send_str(json.dumps(message))
         return envelope_id
+
+    def _connection_for(self, chosen: int | None) -> int | None:
+        """The connection an envelope goes over: ``chosen`` once open, else the open ones in turn."""
+        if chosen is not None:
+            return chosen if chosen in self.connections else None
+        serving = sorted(set(self.connections) - self._retiring)
+        return serving[next(self._turn) % len(serving)] if serving else None
 
     async def _record(self, change: Callable[[], object]) -> None:
         async with self._changed:
