@@ -159,19 +159,7 @@ class SQLiteInbox:
             cursor = self._db.execute(
                 "INSERT INTO inbox (platform, channel, thread, message_id, reply_to, author, author_name, roles, text,"
                 " command, state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *key_columns(message.key),
-                    message.message_id,
-                    reply_to,
-                    message.author.user_id,
-                    message.author.name,
-                    ",".join(sorted(message.author.role_ids)),
-                    message.text if answer else "",
-                    message.command,
-                    state.value,
-                    now,
-                    now,
-                ),
+                (*row_values(message, reply_to, answer=answer), state.value, now, now),
             )
         except sqlite3.IntegrityError:
             return None  # the unique index: this platform message is already recorded
@@ -223,6 +211,14 @@ class SQLiteInbox:
     async def aclose(self) -> None:
         """Release the database (the same as ``close``, for callers that treat every inbox alike)."""
         self.close()
+
+
+def row_values(message: Incoming, reply_to: str | None, *, answer: bool) -> tuple[str | None, ...]:
+    """An inbox row's columns from platform to command, as both inboxes write them (text only to answer it)."""
+    who, command = message.author, message.command
+    roles = ",".join(sorted(who.role_ids))
+    text = message.text if answer else ""
+    return (*key_columns(message.key), message.message_id, reply_to, who.user_id, who.name, roles, text, command)
 
 
 def key_columns(key: ConversationKey) -> tuple[str, str, str]:

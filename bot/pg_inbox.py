@@ -39,7 +39,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from bot.inbox import DONE_KEPT_S, FORGET_EVERY, UNFINISHED_KEPT_S, InboxError, State, Unfinished, key_columns
+from bot.inbox import (
+    DONE_KEPT_S,
+    FORGET_EVERY,
+    UNFINISHED_KEPT_S,
+    InboxError,
+    State,
+    Unfinished,
+    key_columns,
+    row_values,
+)
 from bot.inbox import unfinished_row as _row
 from bot.pg_migrate import (
     CONNECTION_OPTIONS,
@@ -156,20 +165,8 @@ class PostgresInbox:
         self._accepted += 1
         if self._accepted % FORGET_EVERY == 0:
             self.forget_done()
-        row = (
-            *key_columns(message.key),
-            message.message_id,
-            reply_to,
-            message.author.user_id,
-            message.author.name,
-            ",".join(sorted(message.author.role_ids)),
-            message.text if answer else "",
-            message.command,
-            (State.WAITING if answer else State.DONE).value,
-            self.instance,
-            now,
-            now,
-        )
+        state = State.WAITING if answer else State.DONE
+        row = (*row_values(message, reply_to, answer=answer), state.value, self.instance, now, now)
         found = self._one("record a message in the inbox", _INSERT, row)
         return None if found is None else int(found[0])
 

@@ -43,10 +43,10 @@ async def process(postgres_url: str) -> AsyncIterator[Opener]:  # noqa: F811
 
 
 async def crash(url: str, inbox: PostgresInbox) -> None:
-    """What ``kill -9`` does to a process's connections: the server drops them (and its liveness lock)."""
+    """What ``kill -9`` does to a process's connections: the server drops them (and its liveness lock), waited for."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid"
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid"
             " AND objid = %s::oid AND objsubid = 2",
             (LIVE_CLASS, inbox.instance),
         )
