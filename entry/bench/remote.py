@@ -18,9 +18,9 @@ from bot.settings import Settings
 from entry.bench.concurrency import OTHER_CONVERSATIONS, Measured, all_at_once, follow_up_ttft, tokens_per_s, warm_up
 from entry.bench.report import Figure
 from entry.bench.workload import QUESTIONS, Timed
+from entry.compose import engine_loader
 from entry.llama_server import LlamaServerError, llama_server, require_server_extra
 from model.engine import Engine, EngineError, ModelLoadError
-from model.loader import load_remote_engine
 
 # Room for P2's long history (about 2,000 tokens) with its question and reply, so nothing is trimmed.
 LLAMA_CONTEXT = 4096
@@ -96,18 +96,9 @@ async def _measure(settings: Settings, server: Server, seen: Measured, p1_tokens
 
 
 async def _load(settings: Settings, server: Server) -> Engine:
-    key = settings.engine_api_key
-    engine: Engine = await asyncio.to_thread(
-        load_remote_engine,
-        server.urls,
-        server.model_path,
-        model=settings.engine_model,
-        api_key=key.get_secret_value() if key else None,
-        capacity=settings.engine_capacity,
-        timeout_s=settings.engine_timeout_s,
-        retry_s=settings.engine_retry_s,
-        context_size=server.context_size,
-    )
+    # Loaded as the bot loads it (entry.compose.engine_loader), only with these servers and their context.
+    served = settings.model_copy(update={"engine_url": list(server.urls), "context_size": server.context_size})
+    engine: Engine = await asyncio.to_thread(engine_loader(served), server.model_path)
     return engine
 
 
