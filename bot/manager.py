@@ -174,8 +174,7 @@ class ConversationManager:
         try:
             await self._read_files(reply)  # before its turn: downloads overlap the replies ahead of it
             await reply.place.wait()
-            if self._shared_turn is not None:
-                await self._shared_turn(reply.key, reply.row)
+            await self._wait_shared_turn(reply)
             async with reply._generating(), self._engines.lease() as engine:
                 await self._store_user_turn(reply)
                 stream = await self._start(engine, reply)
@@ -194,6 +193,16 @@ class ConversationManager:
         finally:
             if not reply._held:
                 reply.place.leave()
+
+    async def _wait_shared_turn(self, reply: Reply) -> None:
+        """Wait for earlier messages other processes answer, no longer than the reply's own deadline allows."""
+        if self._shared_turn is None:
+            return
+        try:
+            async with asyncio.timeout_at(reply.deadline):
+                await self._shared_turn(reply.key, reply.row)
+        except TimeoutError:
+            log.warning("Earlier messages of %s in other bot processes outlasted this reply's deadline", reply.key)
 
     async def _read_files(self, reply: Reply) -> None:
         if not reply.attachments:

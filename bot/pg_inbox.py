@@ -13,9 +13,9 @@ The same semantics as ``bot.inbox.SQLiteInbox``, plus what several processes nee
   its heartbeat (``seen_at``, every ``heartbeat_s``) fresher than ``dead_after_s`` (a hung
   process, a machine gone without closing its socket).  Connect directly or through a session
   pooler: a transaction pooler (PgBouncer's transaction mode) cannot keep session locks.
-- **Claims**: ``unfinished(platform)`` at start takes over the rows of dead owners in one
-  ``UPDATE ... RETURNING`` over ``FOR UPDATE SKIP LOCKED`` rows: two processes starting together
-  never both take a row.
+- **Claims**: ``unfinished(platform)`` at start takes over the rows of owners whose session is gone, in
+  one ``UPDATE ... RETURNING`` under a transaction-level advisory lock: two processes starting together
+  take turns, and the second sees the first's rows as owned by a live process, so never both take a row.
 - **Order across processes**: rows are ordered by their id (one sequence).  ``turn()`` returns
   once every earlier unfinished row of the conversation owned by another live process is done;
   rows of dead owners are ignored.  It polls every ``TURN_POLL_S`` on an async connection
@@ -67,6 +67,7 @@ HEARTBEAT_S = 2.0
 DEAD_AFTER_S = 15.0
 TURN_POLL_S = 0.05
 RECONNECT_AFTER_S = 5.0
+CLAIM_LOCK = 2  # advisory lock (LOCK_CLASS, CLAIM_LOCK): one claimer at a time
 # A reconnect blocks the event loop: short, where the async connections may take CONNECT_TIMEOUT_S.
 SYNC_CONNECT_TIMEOUT_S = 2
 INSTANCES_KEPT_S = 24 * 3600.0
@@ -128,6 +129,7 @@ class PostgresInbox:
         self._accepted = 0
         self._heartbeat: asyncio.Task[None] | None = None
         self._next_connect = 0.0  # time.monotonic() before which no reconnect is tried
+        self._locked = True  # holds its liveness lock (open takes it; a reconnect must take it again)
 
     @classmethod
     async def open(
@@ -182,7 +184,12 @@ class PostgresInbox:
         """Claim the platform's unfinished messages whose owner is no longer alive; oldest first."""
         parameters = {"me": self.instance, "platform": platform} | self._liveness()
         try:
-            rows = self._connection().execute(_CLAIM, parameters).fetchall()
+            connection = self._connection()
+            with connection.transaction():
+                # Claimers take turns: the next one's UPDATE then sees the rows the first took, whose owner is
+                # alive (row locks alone let two claimers take a row one of them had just committed).
+                connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, CLAIM_LOCK))
+                rows = connection.execute(_CLAIM, parameters).fetchall()
         except psycopg.Error as error:
             raise InboxError(connection_problem(self._url, error)) from None
         return [_row(platform, *row) for row in sorted(rows)]
@@ -236,12 +243,23 @@ class PostgresInbox:
             await asyncio.sleep(self._heartbeat_s)
             try:
                 if self._live.closed:  # the server restarted or the network failed: lock and beat again
+                    self._locked = False
                     self._live = await connect(self._url)
-                    # Never waits: an old session still holding it (half-open) is dropped by keepalives meanwhile.
-                    await self._live.execute("SELECT pg_try_advisory_lock(%s, %s)", (LIVE_CLASS, self.instance))
+                if not self._locked:
+                    # Never waits; tried every beat until held: an old session of ours still holding it (half-open)
+                    # is dropped by the server's keepalives meanwhile.
+                    self._locked = await self._try_lock()
                 await self._live.execute("UPDATE instances SET seen_at = now() WHERE id = %s", (self.instance,))
             except (psycopg.Error, OSError) as error:
                 log.warning("Inbox heartbeat failed, retrying: %s", connection_problem(self._url, error))
+
+    async def _try_lock(self) -> bool:
+        cursor = await self._live.execute("SELECT pg_try_advisory_lock(%s, %s)", (LIVE_CLASS, self.instance))
+        row = await cursor.fetchone()
+        locked = bool(row and row[0])
+        if not locked:
+            log.warning("Inbox: this process's liveness lock is still held by its old session; trying again")
+        return locked
 
     async def _scalar(self, query: str, parameters: dict[str, object]) -> Any:
         try:

@@ -31,7 +31,9 @@ CONNECTION_OPTIONS: dict[str, Any] = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "tcp_user_timeout": 5000,
-    "options": "-c statement_timeout=5000",
+    # The server drops a vanished client's session (and its locks) within seconds too, not the OS's two hours.
+    "options": "-c statement_timeout=5000 -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+    " -c tcp_keepalives_count=3",
 }
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -65,6 +67,9 @@ async def migrate(connection: psycopg.AsyncConnection[TupleRow]) -> list[int]:
     latest = known[-1].version if known else 0
     applied: list[int] = []
     async with connection.transaction():
+        # A migration may take long, and so may the wait for another process's: not the connections' 5 s limit.
+        await connection.execute("SET LOCAL statement_timeout = 0")
+        await connection.execute("SET LOCAL lock_timeout = '120s'")
         # Held until the transaction ends: a second process starting now waits here, then finds nothing to do.
         await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
         await connection.execute(

@@ -305,6 +305,8 @@ def place_for_ovms(export: Path, repository: Path, name: str, device: str = "CPU
     config["mediapipe_config_list"] = [*entries, {"name": name, "base_path": name}]
     config.setdefault("model_config_list", [])
     write_json_atomically(repository / OVMS_CONFIG, config)
+    # Written private (mkstemp); OVMS runs as its own user in its container and must read it.
+    (repository / OVMS_CONFIG).chmod(0o644)
     return target
 
 

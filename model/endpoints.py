@@ -71,13 +71,18 @@ class EndpointRing(Generic[Client]):
         """The endpoint for ``key``: its first one that is up and has a free slot, else its first one up.
 
         A full sticky endpoint hands the request to the next free one on the ring (its prefix cache is cold
-        there, but the reply does not wait); when all are full the request waits for the sticky one.
-        None when every endpoint not in ``exclude`` is down.
+        there, but the reply does not wait); when all are full the request waits for the sticky one.  Being
+        left out is a preference, not a ban: when every endpoint not in ``exclude`` failed lately, the one
+        whose pause ends first is tried (a single server is never refused for ``retry_s`` after one failure).
+        None only when ``exclude`` holds them all.
         """
-        up = [e for e in self.order(key) if e not in exclude and self.is_up(e)]
+        left = [e for e in self.order(key) if e not in exclude]
+        up = [e for e in left if self.is_up(e)]
         free = [e for e in up if not e.full]
         candidates = free or up
-        return candidates[0] if candidates else None
+        if candidates:
+            return candidates[0]
+        return min(left, key=lambda endpoint: endpoint.down_until) if left else None
 
     def mark_down(self, endpoint: Endpoint[Client]) -> None:
         """Leave ``endpoint`` out for ``retry_s`` (it refused a connection, failed or timed out)."""

@@ -320,7 +320,8 @@ def failure_of(error: Exception, endpoint: Endpoint[Any], timeout_s: float, *, m
     if isinstance(error, openai.APIStatusError):
         status, said = error.status_code, _said(error.body, error.message)
         if status >= 500:
-            return RemoteFailure(f"{where} failed (HTTP {status}: {said}).")
+            # It answered, so it is up: another server may take this request, later ones still come here.
+            return RemoteFailure(f"{where} failed (HTTP {status}: {said}).", down=False)
         # Busy (429): another server may take it, but this one is fine.
         return RemoteFailure(
             f"{where} refused the request (HTTP {status}: {said}).", retriable=status == 429, down=False

@@ -82,7 +82,9 @@ async def test_engine_url_measures_the_servers_named_and_a_down_one_costs_only_i
     # The in-process side is given: this measures only what `--engine-url` adds.
     seen = Measured([Timed(0.0, 0.5, 1.0, 4) for _ in QUESTIONS], Timed(0.0, 0.25, 0.5, 2))
     seen.history = [ChatMessage("user", "Tell me about the harbour."), ChatMessage("assistant", "It is old.")]
-    settings = Settings(engine_capacity=2)
+    settings = Settings(engine_capacity=2, model_path=bundled_model)  # the model the server serves
+    unnamed = await remote_figures(Settings(), bundled_model, ["http://127.0.0.1:1/v1"], seen, 4, 2)
+    assert "set BOT_MODEL_PATH" in unnamed[0].note and unnamed[0].ratio is None
     async with llama_server(bundled_model) as server:
         measured = await remote_figures(settings, bundled_model, [server.url], seen, 4, 2)
     assert [f.key for f in measured] == ["P1 remote", "P1 remote", "P2 remote"]

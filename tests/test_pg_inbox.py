@@ -175,3 +175,36 @@ async def test_a_server_that_is_down_is_named_without_the_password(postgres_serv
     with pytest.raises(InboxError, match="must be a PostgreSQL URL") as malformed:
         await open_inbox("mysql://bot:s3cr3t-pw@host/db", "unused")
     assert "s3cr3t-pw" not in str(malformed.value)
+
+
+async def test_a_process_whose_connection_dropped_takes_its_lock_again_and_keeps_its_rows(
+    process: Opener,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    running = await process(heartbeat_s=0.3)
+    row = running.accept(message("m1"))
+    await crash(postgres_url, running)  # only its liveness connection: the process itself goes on
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as stale:
+        # Its old session, half-open, still holds the lock when the heartbeat reconnects.
+        taken = await stale.execute("SELECT pg_try_advisory_lock(%s, %s)", (LIVE_CLASS, running.instance))
+        assert await taken.fetchone() == (True,)
+        await asyncio.sleep(1.0)  # a few beats find the lock held
+    for _ in range(100):  # the old session is gone: the next beats take the lock again
+        await asyncio.sleep(0.05)
+        if await holds_lock(postgres_url, running):
+            break
+    assert await holds_lock(postgres_url, running)
+    starting = await process()
+    assert starting.unfinished("slack") == []  # alive again: its row stays its own
+    running.done(row)  # type: ignore[arg-type]
+
+
+async def holds_lock(url: str, inbox: PostgresInbox) -> bool:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        cursor = await admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid"
+            " AND objid = %s::oid AND objsubid = 2",
+            (LIVE_CLASS, inbox.instance),
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])

@@ -41,6 +41,7 @@ from bot.core import Core
 from bot.inbox import Unfinished
 from bot.streaming import EditBudget
 from bot.surface import Pacing
+from bot.threads import ThreadMapError
 from bot.types import ConversationKey, Identity, Incoming
 
 log = logging.getLogger(__name__)
@@ -145,14 +146,10 @@ class Listeners:
         message = to_message(event, self._bot_user_id)
         if message is None:
             return
-        # A thread another process answered (a shared map's ThreadMapError leaves the event for Slack to retry).
-        followed = await self._followed(message)
-        addressed = is_addressed(
-            event,
-            mentioned=event.get("type") == "app_mention",
-            watched_channels=self._config.channels,
-            follows_thread=lambda _channel, _thread: followed is not None,
-        )
+        # A thread another process answered (a shared map's ThreadMapError leaves the event for Slack to retry,
+        # unless the message is for the bot anyway).
+        followed = await self._followed(message, event)
+        addressed = followed is not None or self._addressed(event)
         personal = event.get("type") == "app_mention" or event.get("channel_type") == "im"
         # A file without a caption in a watched channel or thread is no question; a bare mention or DM gets help.
         if not addressed or not (message.text or personal):
@@ -178,18 +175,35 @@ class Listeners:
             lambda incoming: self._core.submit(incoming, surface, reply_to=f"{message.channel} {message.thread_ts}"),
         )
 
-    async def _followed(self, message: SlackMessage) -> ConversationKey | None:
+    def _addressed(self, event: dict[str, Any]) -> bool:
+        """For the bot whatever threads it follows: a mention, a DM, a watched channel."""
+        mentioned = event.get("type") == "app_mention"
+        channels = self._config.channels
+        return is_addressed(event, mentioned=mentioned, watched_channels=channels, follows_thread=lambda *_: False)
+
+    async def _followed(self, message: SlackMessage, event: dict[str, Any]) -> ConversationKey | None:
         """The conversation a reply's thread continues, if followed; a top-level message starts its own thread."""
         if message.thread_ts == message.ts:
             return self._threads.recall(message.channel, message.thread_ts)
-        return await self._threads.lookup(message.channel, message.thread_ts)
+        try:
+            return await self._threads.lookup(message.channel, message.thread_ts)
+        except ThreadMapError as error:
+            if not self._addressed(event):
+                raise  # following the thread is the only reason to answer: Slack delivers it again
+            log.warning("Answering in %s without the shared thread map: %s", message.channel, error)
+            return self._threads.recall(message.channel, message.thread_ts)
 
     async def _prepared(
         self, event: dict[str, Any], message: SlackMessage, key: ConversationKey, *, share: bool
     ) -> Incoming:
         """The message for the core, once the other processes know its thread (when ``share``: new here)."""
         if share:  # a ThreadMapError leaves the event unacknowledged, for Slack to deliver again
-            await self._threads.share(message.channel, message.thread_ts, key)
+            try:
+                await self._threads.share(message.channel, message.thread_ts, key)
+            except ThreadMapError as error:
+                if not self._addressed(event):
+                    raise
+                log.warning("Answering in %s; other processes will not follow its thread: %s", message.channel, error)
         return await self._named(event, message, key)
 
     async def translate(self, event: dict[str, Any]) -> Incoming | None:

@@ -55,6 +55,8 @@ async def remote_figures(
     """P1 and P2 through the remote engine, as ratios to the in-process timings in ``seen``."""
     if urls:
         label = ", ".join(shown(url) for url in urls)
+        if settings.model_path is None:  # the bundled model's template would reach a server of another model
+            return _failed(seen, label, "set BOT_MODEL_PATH to the model the servers serve (its tokenizer renders)")
         server = Server(list(urls), label, settings.model_path or model, settings.context_size)
         return await _measured_or_failed(settings, server, seen, p1_tokens, p2_tokens)
     try:

@@ -134,6 +134,7 @@ async def test_export_is_placed_where_ovms_reads_it_beside_other_models(exported
         target = place_for_ovms(exported.path, repository, "Phi-3-mini-4k-instruct", "CPU")
     assert target == repository / "Phi-3-mini-4k-instruct"
     config = json.loads((repository / "config.json").read_text(encoding="utf-8"))
+    assert (repository / "config.json").stat().st_mode & 0o044 == 0o044  # OVMS's own user reads it
     assert config["mediapipe_config_list"] == [other, {"name": target.name, "base_path": target.name}]
     assert "enable_prefix_caching: true" in (target / "graph.pbtxt").read_text(encoding="utf-8")
     assert sorted(p.name for p in repository.iterdir()) == ["Phi-3-mini-4k-instruct", "config.json"]

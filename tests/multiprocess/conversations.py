@@ -3,9 +3,9 @@
 Each conversation is a thread in its own channel, one the bot answers every message in (``SLACK_CHANNELS``):
 the first message starts the thread, the others reply in it, so all of them are one conversation
 (``ConversationKey("slack", channel, first_ts)``) whichever process gets them. (A DM thread would go to the
-assistant view's handling instead, and a thread the bot follows after a mention is only known to the process that
-saw the mention.) A message goes out once the previous one of its conversation was acknowledged (Slack's order
-within a channel); conversations interleave.
+assistant view's handling instead; threads followed after a mention across processes are
+tests/slack/test_shared_threads.py's.) A message goes out once the previous one of its conversation was
+acknowledged (Slack's order within a channel); conversations interleave.
 """
 
 from __future__ import annotations

@@ -71,9 +71,8 @@ def diagnostics(processes: list[BotProcess]) -> str:
     return "\n".join(process.tail() for process in processes)
 
 
-# Each process posts at most 50 messages and edits a minute (SlackConfig.edits_per_minute, Slack's Tier 3 pace),
-# and a message that waits over a second posts its place in line first: about two posts per message, so 200
-# messages take about four minutes however fast the model is.
+# About 3 minutes on 2 cores: the model server answers one request at a time (SLACK_EDITS_PER_MINUTE is raised
+# above Slack's own pace, which the stand-in does not impose).
 @pytest.mark.timeout(480)
 async def test_two_processes_answer_200_messages_once_each_in_order(
     bundled_model: Path, postgres_url: str, tmp_path: Path
