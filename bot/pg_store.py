@@ -28,7 +28,14 @@ from bot.pg_migrate import (
     describe,
     migrate,
 )
-from bot.store import AGE_PRUNE_INTERVAL_S, ConversationSummary, HistoryStoreError, Retention, StoredTurn
+from bot.store import (
+    AGE_PRUNE_INTERVAL_S,
+    ConversationSummary,
+    HistoryStoreError,
+    Retention,
+    StoredTurn,
+    retention_filter,
+)
 from bot.threads import PRUNE_INTERVAL_S, ThreadMapError, conversation_of, stale_before
 from bot.types import ConversationKey
 from model.engine import ChatMessage
@@ -183,20 +190,12 @@ class PostgresHistoryStore:
         now = self._clock()
         if not dry_run:
             await self._threads.prune()
-        conditions: list[str] = []
-        parameters: dict[str, Any] = {}
-        if self.retention.max_turns is not None:
-            conditions.append(_OVER_TURN_LIMIT)
-            parameters["max_turns"] = self.retention.max_turns
-        cutoff = self.retention.cutoff(now)
-        if cutoff is not None:
-            conditions.append(_TOO_OLD)
-            parameters["cutoff"] = cutoff
-            if not dry_run:
+            if self.retention.cutoff(now) is not None:
                 self._next_age_prune = now + AGE_PRUNE_INTERVAL_S
-        if not conditions:
+        dropped = retention_filter(self.retention, now, over_turn_limit=_OVER_TURN_LIMIT, too_old=_TOO_OLD)
+        if dropped is None:
             return 0
-        where = " OR ".join(f"({condition})" for condition in conditions)
+        where, parameters = dropped
         if dry_run:
             rows = await self._fetch(f"SELECT COUNT(*) FROM messages WHERE {where}", parameters)
             return int(rows[0][0])

@@ -61,6 +61,28 @@ _OVER_TURN_LIMIT = (
 _TOO_OLD = "created_at < :cutoff"
 
 
+def retention_filter(
+    retention: Retention, now: float, *, over_turn_limit: str, too_old: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The WHERE clause and its parameters selecting the turns ``retention`` drops at ``now``; None: keep all.
+
+    ``over_turn_limit`` and ``too_old`` are the two conditions in the caller's SQL dialect, reading the parameters
+    ``max_turns`` and ``cutoff``.
+    """
+    conditions: list[str] = []
+    parameters: dict[str, Any] = {}
+    if retention.max_turns is not None:
+        conditions.append(over_turn_limit)
+        parameters["max_turns"] = retention.max_turns
+    cutoff = retention.cutoff(now)
+    if cutoff is not None:
+        conditions.append(too_old)
+        parameters["cutoff"] = cutoff
+    if not conditions:
+        return None
+    return " OR ".join(f"({condition})" for condition in conditions), parameters
+
+
 class HistoryStoreError(RuntimeError):
     """The history database cannot be opened; the message says which file and why."""
 
@@ -274,20 +296,12 @@ class SQLiteHistoryStore:
         now = self._clock()
         if not dry_run:
             await self._threads.prune()
-        conditions: list[str] = []
-        parameters: dict[str, Any] = {}
-        if self.retention.max_turns is not None:
-            conditions.append(_OVER_TURN_LIMIT)
-            parameters["max_turns"] = self.retention.max_turns
-        cutoff = self.retention.cutoff(now)
-        if cutoff is not None:
-            conditions.append(_TOO_OLD)
-            parameters["cutoff"] = cutoff
-            if not dry_run:
+            if self.retention.cutoff(now) is not None:
                 self._next_age_prune = now + AGE_PRUNE_INTERVAL_S
-        if not conditions:
+        dropped = retention_filter(self.retention, now, over_turn_limit=_OVER_TURN_LIMIT, too_old=_TOO_OLD)
+        if dropped is None:
             return 0
-        where = " OR ".join(f"({condition})" for condition in conditions)
+        where, parameters = dropped
         if dry_run:
             return await self._scalar(f"SELECT COUNT(*) FROM messages WHERE {where}", parameters)
         cursor = await self._db.execute(f"DELETE FROM messages WHERE {where}", parameters)  # one statement: see append

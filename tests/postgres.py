@@ -14,7 +14,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from bot.pg_inbox import PostgresInbox
 from bot.pg_store import PostgresHistoryStore
 from bot.storage import AdminHistoryStore
 from bot.store import Retention, SQLiteHistoryStore
+from entry.llama_server import free_port
 
 _VERSIONS = ("17", "16", "15", "14", "13")
 # Not durable: a test server loses nothing worth keeping when the machine crashes, and syncing costs seconds.
@@ -102,7 +102,7 @@ def _start(directory: Path, bin_dir: Path) -> PostgresServer:
         bin_dir / "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale",
         "--no-sync", cwd=directory,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {directory} {_SERVER_OPTIONS}"
     _run(
         bin_dir / "pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(directory / "server.log"),
@@ -120,13 +120,6 @@ def _run(program: Path, *arguments: str, cwd: Path) -> None:
         log = cwd / "server.log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr}{result.stdout}{tail}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 _SERVER = pytest.StashKey[PostgresServer]()

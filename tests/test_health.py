@@ -23,10 +23,11 @@ from adapters.base import PlatformStartupError
 from adapters.discord import DiscordAdapter, DiscordConfig
 from bot.core import Core
 from bot.health import Health
+from entry.llama_server import free_port
 from entry.observability import bound_port, serve_observability
 from tests.discord.payloads import TOKEN
 from tests.discord.standin import DiscordStandIn
-from tests.slack.conftest import free_port, running_slack, slack_config
+from tests.slack.conftest import running_slack, slack_config
 from tests.slack.standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
 from tests.test_console import bot_env
 

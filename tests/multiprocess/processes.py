@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from tests.slack.conftest import free_port
+from entry.llama_server import free_port
 
 T = TypeVar("T")
 STOP_LIMIT_S = 60.0

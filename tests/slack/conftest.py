@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -45,13 +44,6 @@ def slack_config(standin: SlackStandIn, **overrides: Any) -> SlackConfig:
 def slack_core(manager: ConversationManager, actions: AdminActions | None = None, stop_grace_s: float = 10.0) -> Core:
     """The core over ``manager`` with ``ADMIN`` as Slack's admin."""
     return make_core(manager, admin_ids={"slack": [ADMIN]}, actions=actions, stop_grace_s=stop_grace_s)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclasses.dataclass

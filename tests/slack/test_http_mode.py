@@ -17,11 +17,11 @@ from adapters.memory import MemoryAdapter
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.core import Core
 from bot.manager import ConversationManager
+from entry.llama_server import free_port
 from tests.slack.conftest import (
     CHANNEL,
     SIGNING_SECRET,
     USER,
-    free_port,
     running_slack,
     slack_config,
     slack_core,
